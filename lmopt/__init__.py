@@ -1,0 +1,3 @@
+"""lmopt: exact least-squares, Newton and Gauss-Newton training of language models."""
+
+__version__ = "0.1.0"
