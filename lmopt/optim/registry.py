@@ -6,8 +6,10 @@ followed by `mask_causal_updates` and, when `config.params` names a subset, by a
 zeroing of the other parameters' updates.
 
 Update contract (what the train step passes to every optimizer): `tx.update(grads,
-state, params, value=loss, grad=grads, value_fn=loss_of_params, inputs=inputs,
+state, params, value=loss, grad=grads, value_fn=workload.loss, inputs=inputs,
 targets=targets)`; a transform uses what it needs and ignores the rest.
+`value_fn(params, inputs, targets)` takes the batch by keyword: optax's line searches
+forward the remaining extra args to it that way (and reject any it cannot take).
 """
 
 import importlib
