@@ -128,6 +128,8 @@ class OptimizerConfig:
   solve_method: str = "pinv"
   ridge: float = 0.0
   rcond: float = 1e-6
+  newton_form: str = "min_norm"  # newton_root*: "min_norm" or "matrix_pinv" (research's literal)
+  backtrack_steps: int = 0  # newton_root*/newton_system: halvings of the step on |f| (0 = off)
 
   def validate(self) -> "OptimizerConfig":
     require_choice("schedule", self.schedule, SCHEDULES)
