@@ -1,0 +1,1 @@
+"""absl-flag launchers: `python -m launch.<name>` (train, solve, compare, analyze)."""
