@@ -53,6 +53,7 @@ def optimizer_diagnostics(opt_state) -> dict:
 
 def make_train_step(workload, tx) -> Callable:
   """`step(state, tokens_BxL) -> (state, metrics)`, jitted with the state donated."""
+  tx = optax.with_extra_args_support(tx)
 
   def step(state: TrainState, tokens_BxL):
     inputs, targets = next_token_split(tokens_BxL)
@@ -68,8 +69,8 @@ def make_train_step(workload, tx) -> Callable:
         params=keep(optax.apply_updates(state.params, updates), state.params),
         opt_state=keep(opt_state, state.opt_state),
         nonfinite=state.nonfinite + (~ok).astype(jnp.int32))
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
-               "update_norm": optax.global_norm(updates), **finite,
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
+               "update_norm": optax.tree.norm(updates), **finite,
                **optimizer_diagnostics(opt_state)}
     return new_state, metrics
 
