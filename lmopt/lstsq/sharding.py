@@ -2,25 +2,19 @@
 
 Rows are split over the devices of a 1-D `Mesh`; each device forms the statistics of
 its rows (`stats.batch_stats`) and one `psum` over `data` adds them, so every device
-ends with the same replicated `GramStats`. The code is identical on 1 or N devices;
-row counts that do not divide evenly are zero-padded and masked.
+ends with the same replicated `GramStats`. The mesh is `lmopt.sharding.data_mesh()`; the
+code is identical on 1 or N devices; row counts that do not divide evenly are zero-padded
+and masked.
 """
 
-from typing import Callable, Optional, Sequence
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, PartitionSpec
 
 from lmopt.lstsq import stats as stats_lib
-
-DATA_AXIS = "data"
-
-
-def data_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
-  """A 1-D mesh named `data` over `devices` (default: all devices)."""
-  return Mesh(np.asarray(devices if devices is not None else jax.devices()), (DATA_AXIS,))
+from lmopt.sharding import DATA_AXIS, batch_sharded, replicated
 
 
 def pad_rows(x_NxD, y_N, multiple: int):
@@ -45,8 +39,7 @@ def make_stats_fn(mesh: Mesh, vocab: int, onehot_scale: float,
 
   mapped = jax.shard_map(local, mesh=mesh, in_specs=(rows, rows, rows),
                          out_specs=PartitionSpec())
-  return jax.jit(mapped, in_shardings=(NamedSharding(mesh, rows),) * 3,
-                 out_shardings=NamedSharding(mesh, PartitionSpec()))
+  return jax.jit(mapped, in_shardings=(batch_sharded(mesh),) * 3, out_shardings=replicated(mesh))
 
 
 def sharded_batch_stats(mesh: Mesh, x_NxD, y_N, vocab: int, onehot_scale: float,
