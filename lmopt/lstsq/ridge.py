@@ -8,7 +8,7 @@ ridge is the one with the lowest validation loss. Eigenvalues under the cutoff o
 `solvers.eigen_cutoff` are dropped for every λ, so λ = 0 gives the minimum-norm solution.
 """
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +33,7 @@ def _train_loss(eig: solvers.GramEigen, train: stats_lib.GramStats, coef_DxV):
 
 
 def ridge_path(train: stats_lib.GramStats, valid: stats_lib.GramStats, ridges_K,
-               rcond: Optional[float] = None):
+               rcond: float | None = None):
   """Returns `(RidgePath, W_best [D, V])`; ridges are absolute (units of `XᵀX`)."""
   eig = solvers.gram_eigen(train)
   ridges_K = jnp.asarray(ridges_K, train.xtx.dtype)

@@ -7,7 +7,7 @@ code is identical on 1 or N devices; row counts that do not divide evenly are ze
 and masked.
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

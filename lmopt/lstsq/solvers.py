@@ -25,7 +25,7 @@ matrix product uses `Precision.HIGHEST`. All functions are pure and jit-able wit
 `method`, `vocab`, `onehot_scale`, `ridge` and `rcond` static.
 """
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +38,7 @@ GRAM_METHODS = ("cholesky", "eigh", "normal_inverse")
 METHODS = DATA_METHODS + GRAM_METHODS
 
 
-def _default_rcond(rcond: Optional[float], rows: int, cols: int, dtype) -> float:
+def _default_rcond(rcond: float | None, rows: int, cols: int, dtype) -> float:
   return float(jnp.finfo(dtype).eps) * max(rows, cols) if rcond is None else rcond
 
 
@@ -86,7 +86,7 @@ _DATA_SOLVERS = {"pinv": _pinv, "lstsq": _lstsq, "qr": _qr}
 
 
 def solve_data(method: str, x_NxD, y_N, vocab: int, onehot_scale: float, *, ridge: float = 0.0,
-               rcond: Optional[float] = None):
+               rcond: float | None = None):
   """`W` `[D, V]` from the features `x_NxD` and target ids `y_N` by a data method."""
   if method not in _DATA_SOLVERS:
     raise ValueError(f"data method {method!r} is not accepted; use one of {DATA_METHODS}")
@@ -107,7 +107,7 @@ def gram_eigen(stats: stats_lib.GramStats) -> GramEigen:
   return GramEigen(values_D, q_DxD, jnp.matmul(q_DxD.T, stats.xty, precision=HIGHEST))
 
 
-def eigen_cutoff(eig: GramEigen, rcond: Optional[float] = None):
+def eigen_cutoff(eig: GramEigen, rcond: float | None = None):
   """Eigenvalues at or below this count as zero: `max(rcond², D · eps) · Λ_max`."""
   dim = eig.values.shape[0]
   floor = float(jnp.finfo(eig.values.dtype).eps) * dim
@@ -115,14 +115,14 @@ def eigen_cutoff(eig: GramEigen, rcond: Optional[float] = None):
   return rel * jnp.max(eig.values)
 
 
-def eigen_coefficients(eig: GramEigen, ridge, rcond: Optional[float] = None):
+def eigen_coefficients(eig: GramEigen, ridge, rcond: float | None = None):
   """`diag(1 / (Λ + λ)) QᵀC` `[D, V]`: the solution in the eigenbasis (`W = Q A`)."""
   keep = eig.values > eigen_cutoff(eig, rcond)
   inv_D = jnp.where(keep, 1.0 / jnp.where(keep, eig.values + ridge, 1.0), 0.0)
   return inv_D[:, None] * eig.projected
 
 
-def eigen_solve(eig: GramEigen, ridge, rcond: Optional[float] = None):
+def eigen_solve(eig: GramEigen, ridge, rcond: float | None = None):
   """`W = Q diag(1 / (Λ + λ)) QᵀC` `[D, V]` (ridge may be traced)."""
   return jnp.matmul(eig.vectors, eigen_coefficients(eig, ridge, rcond), precision=HIGHEST)
 
@@ -148,7 +148,7 @@ _GRAM_SOLVERS = {"cholesky": _cholesky, "eigh": _eigh, "normal_inverse": _normal
 
 
 def solve_gram(method: str, stats: stats_lib.GramStats, *, ridge: float = 0.0,
-               rcond: Optional[float] = None):
+               rcond: float | None = None):
   """`W` `[D, V]` from streamed statistics by a Gram method (in the statistics' dtype)."""
   if method not in _GRAM_SOLVERS:
     raise ValueError(f"Gram method {method!r} is not accepted; use one of {GRAM_METHODS}")
@@ -156,7 +156,7 @@ def solve_gram(method: str, stats: stats_lib.GramStats, *, ridge: float = 0.0,
 
 
 def solve(method: str, x_NxD, y_N, vocab: int, onehot_scale: float, *, ridge: float = 0.0,
-          rcond: Optional[float] = None):
+          rcond: float | None = None):
   """Any method on in-memory data; Gram methods first form the statistics (features' dtype)."""
   if method in GRAM_METHODS:
     gram = stats_lib.batch_stats(x_NxD, y_N, vocab, onehot_scale)

@@ -17,7 +17,7 @@ Kahan-compensated float32 sum (`CompensatedStats`), which keeps the error of sum
 batches at O(eps) instead of O(k eps); the error inside one batch's matmul remains.
 """
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -61,7 +61,7 @@ def onehot_project(a_NxK, y_N, vocab: int, onehot_scale: float):
 
 
 def batch_stats(x_NxD, y_N, vocab: int, onehot_scale: float, dtype=None,
-                mask_N: Optional[jax.Array] = None) -> GramStats:
+                mask_N: jax.Array | None = None) -> GramStats:
   """Statistics of one batch, computed in `dtype` (default: the features' dtype).
 
   `mask_N` (0/1) drops padded rows. Target ids must lie in `[0, vocab)`.
@@ -85,7 +85,7 @@ def merge(a: GramStats, b: GramStats) -> GramStats:
 
 
 def accumulate(stats: GramStats, x_NxD, y_N, onehot_scale: float,
-               mask_N: Optional[jax.Array] = None) -> GramStats:
+               mask_N: jax.Array | None = None) -> GramStats:
   """`stats` plus one batch, in the dtype of `stats`."""
   return merge(stats, batch_stats(x_NxD, y_N, stats.vocab, onehot_scale, stats.xtx.dtype, mask_N))
 
@@ -95,7 +95,7 @@ def compensated_zeros(dim: int, vocab: int, dtype=jnp.float32) -> CompensatedSta
 
 
 def accumulate_compensated(state: CompensatedStats, x_NxD, y_N, onehot_scale: float,
-                           mask_N: Optional[jax.Array] = None) -> CompensatedStats:
+                           mask_N: jax.Array | None = None) -> CompensatedStats:
   """Kahan-compensated `accumulate`: adds one batch's statistics to `state.total`."""
   old = state.total
   increment = batch_stats(x_NxD, y_N, old.vocab, onehot_scale, old.xtx.dtype, mask_N)
