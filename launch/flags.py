@@ -7,7 +7,7 @@ the flag and what is accepted, and exit code 2, before anything is written.
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from lmopt import config as cfg
 from lmopt.optim import OPTIMIZERS
@@ -98,6 +98,7 @@ def _parse(argv):
 def run(main) -> None:
   """`app.run(main)` with bad flags and ConfigErrors reported in one line, exit code 2."""
   def guarded(argv):
+    logging.set_verbosity(logging.WARNING)  # orbax and jax log every save at INFO
     if len(argv) > 1:
       fail(f"unexpected positional arguments {argv[1:]}; every setting is a --flag")
     try:

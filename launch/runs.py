@@ -36,7 +36,11 @@ class Setup:
     return build_optimizer(opt_config, self.workload, self.abstract_params)
 
   def batch_at(self, step: int) -> np.ndarray:
-    return self.data.batches.batch(step)
+    return self.data.batches.batch(step)[:self.batch_size]  # full batch: a mesh multiple
+
+  @property
+  def full_batch(self) -> bool:
+    return self.batch_size >= len(self.data.train)
 
   @property
   def tokens_per_step(self) -> int:
@@ -52,7 +56,7 @@ class Setup:
     return self._loss(params, self.data.valid)
 
   def save_tokenizer(self, workdir: str) -> None:
-    lmdata.save_tokenizer(self.data.tokenizer, workdir)
+    self.data.save_tokenizer(workdir)
 
 
 def prepare(tokenizer_dir: Optional[str] = None, model_config=None, loss_config=None,
