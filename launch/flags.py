@@ -95,7 +95,7 @@ def _parse(argv):
     fail(str(e).splitlines()[0])
 
 
-def run(main) -> None:
+def run(main, argv=None) -> None:
   """`app.run(main)` with bad flags and ConfigErrors reported in one line, exit code 2."""
   def guarded(argv):
     logging.set_verbosity(logging.WARNING)  # orbax and jax log every save at INFO
@@ -105,4 +105,4 @@ def run(main) -> None:
       main(argv)
     except cfg.ConfigError as e:
       fail(str(e))
-  app.run(guarded, flags_parser=_parse)
+  app.run(guarded, argv=argv, flags_parser=_parse)
