@@ -9,7 +9,8 @@ pronouns that agree with each character, and words from `lexicon.py`.
 About 2000 stories (~1.3 MB) take well under a second.
 """
 
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -212,11 +213,11 @@ def _help(d, h, f, parent):
   creature, trouble, aid, ending = d.pick(lx.TROUBLES)
   place = d.pick(lx.PLACES)
   return [
-      [f"{h.name} was walking {place[1]} {place[0]} when {h.words['he']} saw "
-       f"{article(creature)} {creature}.",
+      [(f"{h.name} was walking {place[1]} {place[0]} when {h.words['he']} saw "
+        f"{article(creature)} {creature}."),
        f"The {creature} {trouble}.",
-       _say(d, h.name, d.pick((f"Oh no! Poor little {creature}.", "Don't be scared. I will help "
-                               "you.")))],
+       _say(d, h.name, d.pick((f"Oh no! Poor little {creature}.",
+                               "Don't be scared. I will help you.")))],
       [_fill("{He} knelt down and " + aid + ".", h),
        d.pick(("It was not easy, but " + h.words["he"] + " was careful and gentle.",
                f"{f.name} came to help too."))],
@@ -233,8 +234,8 @@ def _find(d, h, f, parent):
       [f"{h.name} was exploring {place[1]} {place[0]} when {h.words['he']} found {thing}.",
        _say(d, h.name, "What could it be?", ("wondered", "asked", "whispered"))],
       [_fill("{He} ran to show {friend}. They looked at it closely.", h, friend=f.name),
-       _say(d, f.name, d.pick(("Maybe it is magic!", "Let's find out.", "I have never seen "
-                               "anything like it.")))],
+       _say(d, f.name, d.pick(("Maybe it is magic!", "Let's find out.",
+                               "I have never seen anything like it.")))],
       [f"At last, they understood. It was {truth}.",
        f"{h.name} and {f.name} felt {d.pick(lx.GOOD_FEELINGS)} and told everyone about it."],
   ]

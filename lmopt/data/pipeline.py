@@ -11,7 +11,7 @@ to disk here: a newly trained BPE tokenizer is saved only by `Data.save_tokenize
 
 import dataclasses
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -82,7 +82,7 @@ def split_windows(num_windows: int, valid_fraction: float,
 
   `round(valid_fraction * num_windows)` windows (at least 1) validate, chosen by `seed`.
   """
-  num_valid = max(1, int(round(valid_fraction * num_windows)))
+  num_valid = max(1, round(valid_fraction * num_windows))
   require(num_windows - num_valid >= 1,
           f"--seq_len is too long for this corpus: it gives {num_windows} window(s), and at least "
           "2 are needed (1 train + 1 validation); lower --seq_len or use more data")
@@ -133,7 +133,7 @@ class Batches:
     return self._valid if max_windows is None else self._valid[:max_windows]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Data:
   """Everything the runner needs; `tokenizer_trained` means `save_tokenizer` has work."""
 
