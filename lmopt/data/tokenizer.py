@@ -6,7 +6,8 @@ it, even text that spells `<|endoftext|>`). `decode(encode(x)) == x` for any str
 """
 
 import os
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import tokenizers
