@@ -58,9 +58,17 @@ DEFAULTS = {
 }
 
 
+def _parse_value(kind, text: str):
+  if kind is bool:
+    if text.lower() not in ("true", "false"):
+      raise ValueError(text)
+    return text.lower() == "true"
+  return kind(text)
+
+
 def parse_settings(entries) -> dict:
   """`["adamw.learning_rate=3e-3", ...]` -> `{"adamw": {"learning_rate": 0.003}}`."""
-  fields = {f.name: f.type for f in dataclasses.fields(OptimizerConfig)}
+  fields = {f.name: type(f.default) for f in dataclasses.fields(OptimizerConfig)}
   settings = {}
   for entry in entries:
     key, sep, value = entry.partition("=")
@@ -68,11 +76,11 @@ def parse_settings(entries) -> dict:
     require(sep and dot, f"--set={entry!r} is not accepted; use OPTIMIZER.FIELD=VALUE")
     require_choice("set", name, OPTIMIZERS)
     require_choice("set", field, tuple(fields))
-    kind = {"int": int, "float": float, "str": str}[fields[field]]
+    kind = fields[field]
     try:
-      settings.setdefault(name, {})[field] = kind(value)
+      settings.setdefault(name, {})[field] = _parse_value(kind, value)
     except ValueError:
-      raise ConfigError(f"--set={entry!r}: {field} must be a {fields[field]}") from None
+      raise ConfigError(f"--set={entry!r}: {field} must be a {kind.__name__}") from None
   return settings
 
 
