@@ -1,0 +1,1 @@
+"""Speed and convergence measurements; `python -m benchmarks.run` regenerates the README."""
