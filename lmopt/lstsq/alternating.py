@@ -149,7 +149,8 @@ def block_names(depth: int):
   return ("lm_head",) + tuple(_mix_name(i) for i in reversed(range(depth))) + ("wte",)
 
 
-def _block_fn(workload, name, method, ridge, rcond):
+def block_update(workload, name: str, method: str = "pinv", ridge: float = 0.0, rcond=None):
+  """`update(params, inputs, targets) -> params`: the exact update of one block by name."""
   if name == "lm_head":
     return functools.partial(solve_lm_head, workload, method=method, ridge=ridge, rcond=rcond)
   if name == "wte":
@@ -168,7 +169,7 @@ def alternating_solve(workload, params, tokens_BxL, sweeps: int, method: str = "
   loss_fn = jax.jit(functools.partial(mixer_loss, workload))
   steps = {}
   for name in block_names(workload.model_config.depth):
-    update = _block_fn(workload, name, method, ridge, rcond)
+    update = block_update(workload, name, method, ridge, rcond)
 
     def step(p, inputs, targets, loss_old, update=update):
       new = update(p, inputs, targets)
