@@ -110,6 +110,7 @@ def test_system_step_equals_optimistix_newton(dense_max_size, keys):
   chex.assert_trees_all_close(updates if keys is None else subset.split(updates, keys)[0],
                               unravel(sol.value - flat), rtol=1e-8, atol=1e-10)
   assert float(state.cg_residual) < 1e-10
+  assert (int(state.cg_iterations) > 0) == (dense_max_size == 0)
 
 
 def test_matrix_pinv_differs_from_min_norm_by_rank():

@@ -45,10 +45,10 @@ import jax
 import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
-from jax.scipy.sparse.linalg import cg
 
 from lmopt.config import OptimizerConfig, require_choice
 from lmopt.optim import subset
+from lmopt.optim.cg import steihaug_cg
 
 FORMS = ("min_norm", "matrix_pinv")
 
@@ -60,6 +60,7 @@ class NewtonRootState(NamedTuple):
   grad_norm: jax.Array  # ‖∇ mean ℓ‖
   step_norm: jax.Array  # ‖Δ‖ applied (after cap, backtracking and guards)
   step_size: jax.Array  # backtracking factor α taken (0 when rejected or non-finite)
+  cg_iterations: jax.Array  # int32 newton_system: CG matrix-vector products of the last solve
   cg_residual: jax.Array  # newton_system: ‖(JJᵀ+λI)u − r‖ / ‖r‖ after the solve
   nonfinite: jax.Array  # int32 steps zeroed for a non-finite loss or step
   rejected: jax.Array  # int32 steps where backtracking found no decrease
@@ -69,7 +70,7 @@ def _init_state(params) -> NewtonRootState:
   dtype = jax.tree.leaves(params)[0].dtype
   zero = jnp.zeros([], dtype)
   count = jnp.zeros([], jnp.int32)
-  return NewtonRootState(count, zero, zero, zero, zero, zero, count, count)
+  return NewtonRootState(count, zero, zero, zero, zero, count, zero, count, count)
 
 
 def _example(tree, axes, b):
@@ -144,12 +145,12 @@ def _control(step, params, merit0, merit_fn, max_step_norm, backtrack_steps):
 
 def _transform(step_fn: Callable, merit_fn: Callable, max_step_norm: float,
                backtrack_steps: int) -> optax.GradientTransformationExtraArgs:
-  """Wraps `step_fn(params, inputs, targets) -> (Δ, merit0, ‖g‖, cg_residual)` with the
-  step control, the non-finite guard and the state."""
+  """Wraps `step_fn(params, inputs, targets) -> (Δ, merit0, ‖g‖, (cg_iterations, cg_residual))`
+  with the step control, the non-finite guard and the state."""
 
   def update_fn(updates, state, params=None, *, inputs=None, targets=None, **extra):
     del updates, extra
-    step, merit0, grad_norm, cg_residual = step_fn(params, inputs, targets)
+    step, merit0, grad_norm, (cg_iterations, cg_residual) = step_fn(params, inputs, targets)
     merit = lambda p: merit_fn(p, inputs, targets)
     step, alpha, rejected = _control(step, params, merit0, merit, max_step_norm, backtrack_steps)
     finite = jnp.isfinite(merit0) & jnp.all(jnp.array(
@@ -162,6 +163,7 @@ def _transform(step_fn: Callable, merit_fn: Callable, max_step_norm: float,
         grad_norm=grad_norm.astype(dtype),
         step_norm=optax.tree.norm(step).astype(dtype),
         step_size=jnp.where(finite, alpha, 0).astype(dtype),
+        cg_iterations=jnp.asarray(cg_iterations, jnp.int32),
         cg_residual=jnp.asarray(cg_residual, dtype),
         nonfinite=state.nonfinite + (~finite).astype(jnp.int32),
         rejected=state.rejected + rejected)
@@ -185,7 +187,7 @@ def newton_root(per_token_loss: Callable, loss_constant: float = 0.0, *, form: s
   def step_fn(params, inputs, targets):
     value, g = jax.value_and_grad(mean_loss)(params, inputs, targets)
     f = value - loss_constant
-    return direction(g, f), jnp.abs(f), optax.tree.norm(g), 0.0
+    return direction(g, f), jnp.abs(f), optax.tree.norm(g), (0, 0.0)
 
   merit = lambda p, x, y: jnp.abs(mean_loss(p, x, y) - loss_constant)
   return _transform(step_fn, merit, max_step_norm, backtrack_steps)
@@ -204,7 +206,7 @@ def newton_root_components(per_token_loss: Callable, loss_constant: float = 0.0,
     steps = jax.vmap(direction)(jac, r_N)
     step = jax.tree.map(lambda a: jnp.sum(a, axis=0), steps)
     grad = jax.tree.map(lambda a: jnp.mean(a, axis=0), jac)
-    return step, jnp.linalg.norm(r_N), optax.tree.norm(grad), 0.0
+    return step, jnp.linalg.norm(r_N), optax.tree.norm(grad), (0, 0.0)
 
   return _transform(step_fn, _residual_norm(per_token_loss, loss_constant), max_step_norm,
                     backtrack_steps)
@@ -231,7 +233,7 @@ def newton_root_recalculated(per_token_loss: Callable, loss_constant: float = 0.
 
     step, _ = jax.lax.scan(body, optax.tree.zeros_like(params), jnp.arange(num_b * num_t))
     residual = jnp.linalg.norm((ell - loss_constant).reshape(-1))
-    return step, residual, optax.tree.norm(grad), 0.0
+    return step, residual, optax.tree.norm(grad), (0, 0.0)
 
   return _transform(step_fn, _residual_norm(per_token_loss, loss_constant), max_step_norm,
                     backtrack_steps)
@@ -243,8 +245,8 @@ def newton_system(per_token_loss: Callable, loss_constant: float = 0.0, *, dampi
                   inputs_axes=0) -> optax.GradientTransformationExtraArgs:
   """`Δ = −Jᵀu`, `(JJᵀ + λI) u = r`, `r = ℓ − c` (`−J⁺r` at `λ = 0`).
 
-  Matrix-free: `jax.scipy.sparse.linalg.cg` (`cg_iters`, relative `cg_tol`) on
-  `u ↦ J(Jᵀu) + λu` from one `jax.linearize` and its transpose. When `N·P ≤ dense_max_size`
+  Matrix-free: CG (`lmopt.optim.cg.steihaug_cg`, at most `cg_iters` products, relative
+  `cg_tol`) on `u ↦ J(Jᵀu) + λu` from one `jax.linearize` and its transpose. When `N·P ≤ dense_max_size`
   `J` is built (per-example jacrev) and solved exactly: `lstsq` (minimal norm) at `λ = 0`,
   else `solve(JJᵀ + λI, r)`.
   """
@@ -259,7 +261,7 @@ def newton_system(per_token_loss: Callable, loss_constant: float = 0.0, *, dampi
     else:
       delta_P = -jnp.linalg.lstsq(jac_NxP, r_N)[0]
     step = ravel_pytree(params)[1](delta_P)
-    return step, jnp.linalg.norm(r_N), jnp.linalg.norm(jnp.mean(jac_NxP, axis=0)), 0.0
+    return step, jnp.linalg.norm(r_N), jnp.linalg.norm(jnp.mean(jac_NxP, axis=0)), (0, 0.0)
 
   def cg_step(params, inputs, targets):
     ell, jvp_fn = jax.linearize(lambda p: per_token_loss(p, inputs, targets), params)
@@ -267,11 +269,13 @@ def newton_system(per_token_loss: Callable, loss_constant: float = 0.0, *, dampi
     r = ell - loss_constant
     jtu = lambda u: vjp_fn(u)[0]
     matvec = lambda u: jvp_fn(jtu(u)) + damping * u
-    u, _ = cg(matvec, r, tol=cg_tol, maxiter=cg_iters)
+    solve = steihaug_cg(matvec, r, max_iters=cg_iters, tol=cg_tol)
+    u = solve.x
     r_norm = jnp.linalg.norm(r.reshape(-1))
     solve_residual = jnp.linalg.norm((matvec(u) - r).reshape(-1)) / jnp.where(r_norm > 0, r_norm, 1)
     grad = jtu(jnp.full_like(r, 1.0 / r.size))
-    return optax.tree.scale(-1, jtu(u)), r_norm, optax.tree.norm(grad), solve_residual
+    return (optax.tree.scale(-1, jtu(u)), r_norm, optax.tree.norm(grad),
+            (solve.iterations, solve_residual))
 
   def step_fn(params, inputs, targets):
     num_p = sum(a.size for a in jax.tree.leaves(params))
