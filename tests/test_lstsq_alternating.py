@@ -47,7 +47,7 @@ def test_each_block_update_is_exact_and_never_increases_the_loss():
 
 def test_alternating_solve_is_monotone_and_beats_lm_head_alone():
   workload, params, tokens = problem()
-  new, initial, history = alternating.alternating_solve(workload, params, tokens, sweeps=3)
+  new, initial, history, _ = alternating.alternating_solve(workload, params, tokens, sweeps=3)
   losses = [initial] + [step.loss for step in history]
   assert np.all(np.isfinite(losses)) and np.all(np.diff(losses) <= 0.0)
   assert len(history) == 3 * len(alternating.block_names(2))

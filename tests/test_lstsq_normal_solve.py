@@ -5,12 +5,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from lstsq_cases import reference
 
 from lmopt import sharding, train
 from lmopt.config import ConfigError, LossConfig, ModelConfig, OptimizerConfig
 from lmopt.optim import build_optimizer
 from lmopt.workload import Workload
-from lstsq_cases import reference
 
 SCALE = 100.0
 

@@ -7,11 +7,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from lstsq_cases import (
+  conditioned_features,
+  correlated_targets,
+  dense_targets,
+  mse,
+  reference,
+  rel_err,
+)
 
 from lmopt.lstsq import ridge, solvers
 from lmopt.lstsq import stats as stats_lib
-from lstsq_cases import (conditioned_features, correlated_targets, dense_targets, mse, reference,
-                         rel_err)
 
 SCALE = 1000.0
 

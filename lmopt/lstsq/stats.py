@@ -94,15 +94,21 @@ def compensated_zeros(dim: int, vocab: int, dtype=jnp.float32) -> CompensatedSta
   return CompensatedStats(zeros(dim, vocab, dtype), zeros(dim, vocab, dtype))
 
 
-def accumulate_compensated(state: CompensatedStats, x_NxD, y_N, onehot_scale: float,
-                           mask_N: jax.Array | None = None) -> CompensatedStats:
-  """Kahan-compensated `accumulate`: adds one batch's statistics to `state.total`."""
+def add_compensated(state: CompensatedStats, increment: GramStats) -> CompensatedStats:
+  """Kahan summation: adds `increment` (e.g. a batch's or a device's statistics) to `state`."""
   old = state.total
-  increment = batch_stats(x_NxD, y_N, old.vocab, onehot_scale, old.xtx.dtype, mask_N)
   corrected = jax.tree.map(jnp.subtract, increment, state.compensation)
   total = merge(old, corrected)
   lost = jax.tree.map(lambda new, prev, c: (new - prev) - c, total, old, corrected)
   return CompensatedStats(total, lost)
+
+
+def accumulate_compensated(state: CompensatedStats, x_NxD, y_N, onehot_scale: float,
+                           mask_N: jax.Array | None = None) -> CompensatedStats:
+  """Kahan-compensated `accumulate` of one batch."""
+  dtype = state.total.xtx.dtype
+  return add_compensated(state, batch_stats(x_NxD, y_N, state.total.vocab, onehot_scale, dtype,
+                                            mask_N))
 
 
 def sum_squared_error(stats: GramStats, w_DxV):
