@@ -220,24 +220,25 @@ def check_flags() -> None:
 def main(argv):
   del argv
   check_flags()
-  jax.config.update("jax_enable_x64", FLAGS.dtype == "float64")
   workdir = os.path.abspath(FLAGS.workdir)
   io.check_workdir(workdir)
   if not FLAGS.overwrite and io.existing_outputs(workdir, OUTPUTS):
     raise ConfigError(f"--workdir={workdir} already holds results; pass --overwrite to replace "
                       "them")
-  setup = runs.prepare()
+  with jax.enable_x64(FLAGS.dtype == "float64"):  # scoped: restored when the solve ends
+    setup = runs.prepare()
+    params = jax.jit(setup.workload.init)(jax.random.key(FLAGS.seed))
+    result = (solve_lm_head if FLAGS.layers == "lm_head" else solve_all)(setup, params)
+    num_params = setup.workload.num_params(params)
   settings = {"model": dataclasses.asdict(setup.workload.model_config),
               "loss": dataclasses.asdict(setup.workload.loss_config),
               "data": dataclasses.asdict(launch_flags.data_config()),
               "solve": {k: getattr(FLAGS, k) for k in ("method", "ridge", "rcond", "layers",
                                                        "sweeps", "ridge_path", "reference")},
               "seed": FLAGS.seed}
-  params = jax.jit(setup.workload.init)(jax.random.key(FLAGS.seed))
-  result = (solve_lm_head if FLAGS.layers == "lm_head" else solve_all)(setup, params)
   summary = {"optimizer": result.pop("optimizer"), "model": FLAGS.model, "method": FLAGS.method,
              "layers": FLAGS.layers, "dtype": FLAGS.dtype, "ridge": FLAGS.ridge,
-             "rcond": FLAGS.rcond, "num_params": setup.workload.num_params(params), **result}
+             "rcond": FLAGS.rcond, "num_params": num_params, **result}
   summary["diverged"] = bool(summary["nonfinite_steps"] or not math.isfinite(summary["train_loss"]))
   io.remove_outputs(workdir, OUTPUTS)
   os.makedirs(workdir, exist_ok=True)

@@ -22,7 +22,7 @@ def problem(dtype="float64", loss="mse"):
   return workload, tokens
 
 
-@pytest.mark.parametrize("method", ["pinv", "cholesky"])
+@pytest.mark.parametrize("method", ["lstsq"])
 def test_train_step_reaches_the_exact_optimum(method):
   with jax.enable_x64(True):
     workload, tokens = problem()
