@@ -116,5 +116,5 @@ def hutchinson_diagonal(matvec: Callable, like, key, samples: int = 1):
                            for k, x in zip(keys, leaves)])
     return jax.tree.map(jnp.multiply, z, matvec(z))
 
-  estimates = [one(k) for k in jax.random.split(key, samples)]
-  return jax.tree.map(lambda *e: sum(e) / samples, *estimates)
+  estimates = jax.vmap(one)(jax.random.split(key, samples))
+  return jax.tree.map(lambda e: jnp.mean(e, axis=0), estimates)
