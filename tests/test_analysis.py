@@ -147,9 +147,9 @@ def test_lm_head_ggn_lanczos_matches_exact_spectrum(x64):
     op = operators.model_operator(workload, params, tokens, tokens[:, 1:], "ggn", ("lm_head",))
     v = jax.random.normal(key, (op.size,), op.dtype)
     ext = lanczos.extreme_eigenvalues(op.matvec, op.size, key, 24, 2, op.dtype)
-    return v, op.unravel(v)["lm_head"]["kernel"], op.matvec(v), ext
+    return op.unravel(v)["lm_head"]["kernel"], op.matvec(v), ext
 
-  v, v_kernel, got, ext = run(params, tokens, jax.random.key(3))
+  v_kernel, got, ext = run(params, tokens, jax.random.key(3))
   expected = (problem.hessian @ v_kernel).ravel()
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
   cond = lm_head.conditioning(problem)  # eigenvalues have multiplicity V: top[1] copies top[0]
@@ -158,7 +158,7 @@ def test_lm_head_ggn_lanczos_matches_exact_spectrum(x64):
 
 
 def test_head_stats_streams_like_one_batch_and_solution_is_lstsq(x64):
-  workload, params, tokens = _tiny(seq_len=8)
+  workload, params, _ = _tiny(seq_len=8)
   windows = np.asarray(jax.random.randint(jax.random.key(5), (7, 8), 0, 300))
   streamed = lm_head.head_stats(workload, params, windows, chunk=3)
   x = np.asarray(workload.features_fn(params, windows), np.float64).reshape(-1, 8)

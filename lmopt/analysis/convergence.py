@@ -22,7 +22,8 @@ contract) until the loss reaches a target, as one `lax.while_loop`.
 """
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

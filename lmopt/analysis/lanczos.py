@@ -28,7 +28,8 @@ into blocks whose Ritz values are still eigenvalue estimates (and carry no SLQ w
 Requires `num_iters <= n`.
 """
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -7,7 +7,8 @@ in `lmopt.optim.subset`). Vectors are in `jax.flatten_util.ravel_pytree` order o
 active parameters and in their dtype.
 """
 
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from jax.flatten_util import ravel_pytree
 
