@@ -62,18 +62,22 @@ class ModelConfig:
 class LossConfig:
   """`mse` against `onehot_scale * onehot(target)` (mean over vocab) or `ce`.
 
-  `impl="factored"` computes the MSE from lm_head features without the
-  `[tokens, vocab]` logits (issue 9); `"direct"` goes through the logits.
+  `impl="factored"` computes the loss from lm_head features and kernel without the
+  `[tokens, vocab]` logits: the MSE in factored form, the CE by a scan over vocabulary
+  chunks of `ce_chunk` columns when `0 < ce_chunk < vocab` (else from logits);
+  `"direct"` always goes through the logits.
   """
 
   name: str = "mse"
   onehot_scale: float = 1000.0
-  impl: str = "direct"
+  impl: str = "factored"
+  ce_chunk: int = 1024
 
   def validate(self) -> "LossConfig":
     require_choice("loss", self.name, LOSSES)
     require_choice("loss_impl", self.impl, LOSS_IMPLS)
     require_positive("onehot_scale", self.onehot_scale)
+    require(self.ce_chunk >= 0, f"--ce_chunk={self.ce_chunk} must be >= 0 (0: CE from logits)")
     return self
 
 

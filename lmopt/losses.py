@@ -8,10 +8,16 @@ no `[tokens, vocab]` one-hot is ever built.
 * `mse`: `mean_v (logits_v - s * onehot(y)_v)^2` per token, `s = onehot_scale`.
   An all-zero output scores `s^2 / V` (244.14 for s=1000, V=4096).
 * `ce`: softmax cross-entropy, `logsumexp(logits) - logits[y]`.
+
+The same losses without `[tokens, vocab]` logits, from lm_head features and kernel
+(`per_token_head_loss`, `mean_head_loss`): the factored MSE (`losses_factored`) and
+the vocabulary-chunked cross-entropy (`losses_chunked`).
 """
 
 import jax
 import jax.numpy as jnp
+
+from lmopt import losses_chunked, losses_factored
 
 
 def next_token_split(tokens_BxL):
@@ -57,3 +63,31 @@ def mse_residuals(logits_NxV, targets_N, onehot_scale: float):
   rows = jnp.arange(flat_MxV.shape[0])
   flat_MxV = flat_MxV.at[rows, targets_N.reshape(-1)].add(-onehot_scale)
   return flat_MxV.reshape(logits_NxV.shape)
+
+
+def uses_head_form(name: str, impl: str, vocab: int, ce_chunk: int) -> bool:
+  """Whether losses come from lm_head features and kernel instead of logits.
+
+  `impl="factored"`: always for `mse` (`losses_factored`); for `ce` when the vocabulary
+  spans more than one chunk, `0 < ce_chunk < vocab` (`losses_chunked`).
+  """
+  return impl == "factored" and (name == "mse" or 0 < ce_chunk < vocab)
+
+
+def per_token_head_loss(name: str, features_NxD, kernel_DxV, targets_N, onehot_scale: float,
+                        ce_chunk: int):
+  """Per-token losses `[...]` from features `[..., D]` and the lm_head kernel `[D, V]`."""
+  if name == "mse":
+    return losses_factored.mse_per_token(features_NxD, kernel_DxV, targets_N, onehot_scale)
+  if name == "ce":
+    return losses_chunked.ce_per_token(features_NxD, kernel_DxV, targets_N, ce_chunk)
+  raise ValueError(f"unknown loss {name!r}; use mse or ce")
+
+
+def mean_head_loss(name: str, features_NxD, kernel_DxV, targets_N, onehot_scale: float,
+                   ce_chunk: int):
+  """Mean loss `[]` from features and kernel (the MSE from Gram statistics)."""
+  if name == "mse":
+    return losses_factored.mse_mean(features_NxD, kernel_DxV, targets_N, onehot_scale)
+  return jnp.mean(per_token_head_loss(name, features_NxD, kernel_DxV, targets_N, onehot_scale,
+                                      ce_chunk))

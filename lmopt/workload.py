@@ -12,6 +12,11 @@ built from the functions below (see `lmopt.optim`). Conventions:
   `output_loss(logits, targets) -> [B, L-1]` (per-token loss from logits),
   `per_token_loss(params, inputs, targets) -> [B, L-1]`,
   `loss(params, inputs, targets) -> []` (the mean).
+
+`per_token_loss` and `loss` follow `loss_config.impl`: with `"factored"` they are
+computed from `features_fn` and the lm_head kernel without `[B, L-1, V]` logits
+(`losses.uses_head_form`); `logits_fn` / `output_loss` always go through the logits
+(what Gauss–Newton products need).
 """
 
 import dataclasses
@@ -48,10 +53,25 @@ class Workload:
     cfg = self.loss_config
     return losses.per_token_output_loss(cfg.name, logits, targets, cfg.onehot_scale)
 
+  @property
+  def head_form(self) -> bool:
+    """Whether `per_token_loss` / `loss` skip the logits (see `losses.uses_head_form`)."""
+    cfg = self.loss_config
+    return losses.uses_head_form(cfg.name, cfg.impl, self.model_config.vocab_size, cfg.ce_chunk)
+
+  def _head_args(self, params, inputs, targets):
+    cfg = self.loss_config
+    return (cfg.name, self.features_fn(params, inputs), params["lm_head"]["kernel"], targets,
+            cfg.onehot_scale, cfg.ce_chunk)
+
   def per_token_loss(self, params, inputs, targets):
+    if self.head_form:
+      return losses.per_token_head_loss(*self._head_args(params, inputs, targets))
     return self.output_loss(self.logits_fn(params, inputs), targets)
 
   def loss(self, params, inputs, targets):
+    if self.head_form:
+      return losses.mean_head_loss(*self._head_args(params, inputs, targets))
     return jnp.mean(self.per_token_loss(params, inputs, targets))
 
   def num_params(self, params) -> int:
