@@ -36,21 +36,23 @@ from lmopt.workload import Workload
 SCALE = 1000.0
 FULL = {"lapack": [(10_000, 128, 1024), (50_000, 256, 4096), (100_000, 512, 4096)],
         "stream": [(128, 1024), (512, 4096)], "gap": (4000, 64, 256),
-        "reference": dict(vocab=4096, dim=256, depth=2, seq_len=64, stories=2000, sweeps=2)}
+        "reference": {"vocab": 4096, "dim": 256, "depth": 2, "seq_len": 64, "stories": 2000,
+                      "sweeps": 2}}
 SMALL = {"lapack": [(2000, 32, 256), (5000, 64, 512)], "stream": [(64, 512)],
          "gap": (1000, 16, 64),
-         "reference": dict(vocab=512, dim=32, depth=1, seq_len=32, stories=150, sweeps=2)}
+         "reference": {"vocab": 512, "dim": 32, "depth": 1, "seq_len": 32, "stories": 150,
+                       "sweeps": 2}}
 LRS = (1e-3, 3e-3, 1e-2)
 
 
-def host_seconds(fn, repeats):
-  """Median wall time of a host (numpy/LAPACK) call, no warm-up needed."""
-  times = []
+def host_call(fn, repeats):
+  """`(result of the first call, median wall seconds)` of a host (numpy/LAPACK) call."""
+  times, out = [], None
   for _ in range(repeats):
     t0 = time.perf_counter()
-    fn()
+    out = fn() if out is None else (fn(), out)[1]
     times.append(time.perf_counter() - t0)
-  return float(np.median(times))
+  return out, float(np.median(times))
 
 
 def features(rows, dim, vocab, seed=0):
@@ -61,22 +63,26 @@ def features(rows, dim, vocab, seed=0):
   return x, y
 
 
+def lapack(x, y, vocab, repeats):
+  """`(W, numpy seconds, scipy seconds)` with dense float32 one-hot targets."""
+  y_dense = np.zeros((len(y), vocab), np.float32)
+  y_dense[np.arange(len(y)), y] = SCALE
+  (w_np, *_), t_np = host_call(lambda: np.linalg.lstsq(x, y_dense, rcond=None), repeats)
+  _, t_sp = host_call(lambda: scipy.linalg.lstsq(x, y_dense, lapack_driver="gelsy",
+                                                 check_finite=False), repeats)
+  return w_np, t_np, t_sp
+
+
 def solve_vs_lapack(sizes, repeats):
   rows = []
   for n, d, v in sizes:
     x, y = features(n, d, v)
-    y_dense = np.zeros((n, v), np.float32)
-    y_dense[np.arange(n), y] = SCALE
-    lapack_repeats = 1 if n * v > 1e8 else repeats
-    w_np = np.linalg.lstsq(x, y_dense, rcond=None)[0]
-    t_np = host_seconds(lambda: np.linalg.lstsq(x, y_dense, rcond=None), lapack_repeats)
-    t_sp = host_seconds(lambda: scipy.linalg.lstsq(x, y_dense, lapack_driver="gelsy",
-                                                   check_finite=False), lapack_repeats)
-    del y_dense
+    big = n * v > 1e8  # one timed call each at the largest size
+    w_np, t_np, t_sp = lapack(x, y, v, 1 if big else repeats)
     xj, yj = jnp.asarray(x), jnp.asarray(y)
     for method in ("pinv", "lstsq", "qr", "cholesky", "eigh"):
-      fn = jax.jit(lambda x, y, m=method: solvers.solve(m, x, y, v, SCALE))
-      seconds = common.median_seconds(fn, xj, yj, repeats=repeats)
+      fn = jax.jit(lambda x, y, m=method, v=v: solvers.solve(m, x, y, v, SCALE))
+      seconds = common.median_seconds(fn, xj, yj, repeats=1 if big else repeats)
       diff = float(np.linalg.norm(np.asarray(fn(xj, yj)) - w_np) / np.linalg.norm(w_np))
       rows.append({"tokens": n, "dim": d, "vocab": v, "method": method, "seconds": seconds,
                    "numpy_seconds": t_np, "vs_numpy": t_np / seconds, "scipy_seconds": t_sp,
