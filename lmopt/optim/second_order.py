@@ -138,6 +138,11 @@ def _dense_direction(loss_fn: Callable, *, eig_floor: float, max_params: int) ->
   return direction
 
 
+def _strong(tree):
+  """Drops weak types (optax's line-search init has some), so the state's types never drift."""
+  return jax.tree.map(lambda x: jnp.asarray(x, x.dtype), tree)
+
+
 def _cap(d, curv, max_step_norm: float):
   """Scales `d` (and `dᵀCd`) down to norm `max_step_norm` when that is > 0."""
   if max_step_norm <= 0:
@@ -163,7 +168,7 @@ def _transform(direction_fn: Callable, loss_at: Callable, *, damping: float, ada
         predicted_reduction=zero, actual_reduction=zero, rejected=izero, nonfinite=izero,
         negative_curvature=izero,
         step=optax.tree.zeros_like(params) if warm_start else None,
-        linesearch=search.init(params) if search else None)
+        linesearch=_strong(search.init(params)) if search else None)
 
   def update_fn(updates, state, params, *, inputs=None, targets=None, **extra):
     del updates, extra
