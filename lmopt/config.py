@@ -63,7 +63,8 @@ class LossConfig:
   """`mse` against `onehot_scale * onehot(target)` (mean over vocab) or `ce`.
 
   `impl="factored"` computes the loss from lm_head features and kernel without the
-  `[tokens, vocab]` logits: the MSE in factored form, the CE by a scan over vocabulary
+  `[tokens, vocab]` logits: the MSE in factored form (for batches of at least `dim`
+  tokens, where it is the cheaper form), the CE by a scan over vocabulary
   chunks of `ce_chunk` columns when `0 < ce_chunk < vocab` (else from logits);
   `"direct"` always goes through the logits.
   """

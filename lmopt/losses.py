@@ -65,13 +65,17 @@ def mse_residuals(logits_NxV, targets_N, onehot_scale: float):
   return flat_MxV.reshape(logits_NxV.shape)
 
 
-def uses_head_form(name: str, impl: str, vocab: int, ce_chunk: int) -> bool:
+def uses_head_form(name: str, impl: str, vocab: int, ce_chunk: int, tokens: int, dim: int) -> bool:
   """Whether losses come from lm_head features and kernel instead of logits.
 
-  `impl="factored"`: always for `mse` (`losses_factored`); for `ce` when the vocabulary
-  spans more than one chunk, `0 < ce_chunk < vocab` (`losses_chunked`).
+  `impl="factored"`: for `mse` when the batch has at least `dim` tokens (the factored
+  form costs `O(N D² + D² V)` against `O(N D V)`, so it pays off from `N >= D`;
+  `losses_factored`); for `ce` when the vocabulary spans more than one chunk,
+  `0 < ce_chunk < vocab` (`losses_chunked`).
   """
-  return impl == "factored" and (name == "mse" or 0 < ce_chunk < vocab)
+  if impl != "factored":
+    return False
+  return tokens >= dim if name == "mse" else 0 < ce_chunk < vocab
 
 
 def per_token_head_loss(name: str, features_NxD, kernel_DxV, targets_N, onehot_scale: float,

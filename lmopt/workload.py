@@ -15,8 +15,9 @@ built from the functions below (see `lmopt.optim`). Conventions:
 
 `per_token_loss` and `loss` follow `loss_config.impl`: with `"factored"` they are
 computed from `features_fn` and the lm_head kernel without `[B, L-1, V]` logits
-(`losses.uses_head_form`); `logits_fn` / `output_loss` always go through the logits
-(what Gauss–Newton products need).
+(`losses.uses_head_form`: the MSE for batches of at least `dim` tokens, the CE when
+the vocabulary exceeds `ce_chunk`); `logits_fn` / `output_loss` always go through the
+logits (what Gauss–Newton products need).
 """
 
 import dataclasses
@@ -53,11 +54,11 @@ class Workload:
     cfg = self.loss_config
     return losses.per_token_output_loss(cfg.name, logits, targets, cfg.onehot_scale)
 
-  @property
-  def head_form(self) -> bool:
+  def head_form(self, targets) -> bool:
     """Whether `per_token_loss` / `loss` skip the logits (see `losses.uses_head_form`)."""
-    cfg = self.loss_config
-    return losses.uses_head_form(cfg.name, cfg.impl, self.model_config.vocab_size, cfg.ce_chunk)
+    cfg, mc = self.loss_config, self.model_config
+    return losses.uses_head_form(cfg.name, cfg.impl, mc.vocab_size, cfg.ce_chunk, targets.size,
+                                 mc.dim)
 
   def _head_args(self, params, inputs, targets):
     cfg = self.loss_config
@@ -65,12 +66,12 @@ class Workload:
             cfg.onehot_scale, cfg.ce_chunk)
 
   def per_token_loss(self, params, inputs, targets):
-    if self.head_form:
+    if self.head_form(targets):
       return losses.per_token_head_loss(*self._head_args(params, inputs, targets))
     return self.output_loss(self.logits_fn(params, inputs), targets)
 
   def loss(self, params, inputs, targets):
-    if self.head_form:
+    if self.head_form(targets):
       return losses.mean_head_loss(*self._head_args(params, inputs, targets))
     return jnp.mean(self.per_token_loss(params, inputs, targets))
 

@@ -18,8 +18,7 @@ import numpy as np
 import optax
 import pytest
 
-from lmopt import losses, losses_chunked, losses_factored
-from lmopt import sharding
+from lmopt import losses, losses_chunked, losses_factored, sharding
 from lmopt import train as train_lib
 from lmopt.config import ConfigError, LossConfig, ModelConfig, OptimizerConfig
 from lmopt.optim import curvature, registry
@@ -60,7 +59,7 @@ def _assert_grads_close(g_ref, g, rtol):
 def _compare(direct, factored, rtol, grad_rtol, seed=0):
   params = jax.jit(direct.init)(jax.random.key(seed))
   inputs, targets = _batch(direct.model_config.vocab_size)
-  assert factored.head_form and not direct.head_form
+  assert factored.head_form(targets) and not direct.head_form(targets)
 
   @jax.jit
   def evaluate(params):  # one compilation for both forms
@@ -92,7 +91,8 @@ def test_factored_token_jacobian_matches_direct():
   """What the Newton-root variants differentiate: `∂ℓᵢ/∂W` per token, on lm_head."""
   direct, factored = _workloads("linear_mixer")
   params = jax.jit(direct.init)(jax.random.key(0))
-  inputs, targets = _batch(batch=1)
+  inputs, targets = _batch()
+  assert factored.head_form(targets)
   jacobians = jax.jit(lambda p: [jax.jacrev(w.per_token_loss)(p, inputs, targets)["lm_head"]
                                  for w in (direct, factored)])
   _assert_grads_close(*jacobians(params), 1e-5)
@@ -242,10 +242,13 @@ def test_gauss_newton_step_same_with_factored_loss():
 
 def test_config_default_and_dispatch():
   assert LossConfig().impl == "factored"
-  assert losses.uses_head_form("mse", "factored", 64, 1024)
-  assert not losses.uses_head_form("ce", "factored", 1024, 1024)  # one chunk: from logits
-  assert losses.uses_head_form("ce", "factored", 4096, 1024)
-  assert not losses.uses_head_form("ce", "factored", 4096, 0)
-  assert not losses.uses_head_form("mse", "direct", 4096, 1024)
+  head_form = lambda name, impl, vocab=4096, chunk=1024, tokens=256, dim=128: (
+      losses.uses_head_form(name, impl, vocab, chunk, tokens, dim))
+  assert head_form("mse", "factored", vocab=64)
+  assert not head_form("mse", "factored", tokens=100)  # fewer tokens than dim: logits cheaper
+  assert not head_form("mse", "direct")
+  assert head_form("ce", "factored")
+  assert not head_form("ce", "factored", vocab=1024)  # one chunk: from logits
+  assert not head_form("ce", "factored", chunk=0)
   with pytest.raises(ConfigError, match="--ce_chunk=-1 must be >= 0"):
     LossConfig(ce_chunk=-1).validate()
