@@ -1,6 +1,8 @@
 """Newton–Raphson root finding: oracles (optax Polyak SGD, optimistix Newton), convergence,
 guards, and the vmapped component gradients against per-token loops. Float64 throughout."""
 
+import itertools
+
 import chex
 import hypothesis
 import hypothesis.strategies as st
@@ -92,7 +94,7 @@ class OracleTest(parameterized.TestCase):
 def test_system_step_equals_optimistix_newton(dense_max_size, keys):
   workload, params, inputs, targets = tiny_problem()
   c = 2.0
-  kwargs = dict(dense_max_size=dense_max_size, cg_iters=500, cg_tol=1e-14)
+  kwargs = {"dense_max_size": dense_max_size, "cg_iters": 500, "cg_tol": 1e-14}
   if keys is None:
     tx = nr.newton_system(workload.per_token_loss, c, **kwargs)
     active, frozen = params, {}
@@ -143,7 +145,7 @@ def test_quadratic_convergence_on_a_scalar_root(factory):
     params = optax.apply_updates(params, updates)
     errors.append(abs(float(params["w"][0]) - np.log(2.0)))
   # e_{k+1} ≈ (f''/2f') e_k² = e_k²/2 here.
-  for before, after in zip(errors[:3], errors[1:4]):
+  for before, after in itertools.pairwise(errors[:4]):
     assert after <= 0.6 * before**2 + 1e-15, errors
   assert errors[4] < 1e-14
 
@@ -159,7 +161,7 @@ def test_quadratic_convergence_to_a_sphere():
     updates, state = tx.update(params, state, params, inputs=inputs, targets=targets)
     params = optax.apply_updates(params, updates)
     errors.append(abs(float(jnp.linalg.norm(params["w"])) - 2.0))
-  for before, after in zip(errors[:3], errors[1:4]):
+  for before, after in itertools.pairwise(errors[:4]):
     assert after <= before**2, errors
   assert errors[4] < 1e-13
 
@@ -208,7 +210,7 @@ def test_scalar_step_converges_when_c_is_the_attainable_optimum():
     updates, state = update(params, state)
     params = optax.apply_updates(params, updates)
     distances.append(float(jnp.linalg.norm(params["w"] - optimum["w"])))
-  assert all(b <= 0.6 * a for a, b in zip(distances, distances[1:])), distances
+  assert all(b <= 0.6 * a for a, b in itertools.pairwise(distances)), distances
   assert distances[-1] < 1e-5 * distances[0]
   assert float(jnp.mean(loss(params, x, y))) - best < 1e-11
 
@@ -278,8 +280,8 @@ def test_recalculated_equals_sequential_python_loop(form):
   current = params
   for b in range(targets.shape[0]):
     for t in range(targets.shape[1]):
-      value, g = jax.value_and_grad(lambda p: workload.per_token_loss(p, inputs, targets)[b, t])(
-          current)
+      value, g = jax.value_and_grad(
+          lambda p, b=b, t=t: workload.per_token_loss(p, inputs, targets)[b, t])(current)
       current = optax.apply_updates(current, direction(g, value - c))
   chex.assert_trees_all_close(optax.apply_updates(params, updates), current, rtol=1e-9, atol=1e-9)
 

@@ -39,7 +39,8 @@ no step (counted in `rejected`). A non-finite loss or step gives zero updates an
 component with `‖gᵢ‖² ≤ finfo.tiny` takes no step.
 """
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -110,7 +111,9 @@ def _matrix_pinv_direction(g, f, rcond):
   """Per leaf `−f (G⁺)ᵀ`, `G` the leaf as a `[prod(shape[:-1]), shape[-1]]` matrix."""
   def leaf(a):
     matrix = a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
-    return (-f * jnp.linalg.pinv(matrix, rtol=rcond).T).reshape(a.shape)
+    finite = jnp.all(jnp.isfinite(matrix))  # LAPACK's SVD must never see inf/NaN
+    pinv_t = jnp.linalg.pinv(jnp.where(finite, matrix, 0), rtol=rcond).T
+    return (-f * jnp.where(finite, pinv_t, jnp.nan)).reshape(a.shape)
   return jax.tree.map(leaf, g)
 
 
