@@ -29,6 +29,8 @@ flags.DEFINE_float("valid_fraction", 0.1, "Fraction of sequences held out for va
 flags.DEFINE_enum("loss", "mse", cfg.LOSSES, "mse (against scaled one-hots) or ce.")
 flags.DEFINE_enum("loss_impl", cfg.LossConfig.impl, cfg.LOSS_IMPLS,
                   "MSE computed from lm_head features (factored) or from logits (direct).")
+flags.DEFINE_integer("ce_chunk", cfg.LossConfig.ce_chunk,
+                     "CE vocabulary chunk for --loss_impl=factored (0: CE from the logits).")
 flags.DEFINE_float("onehot_scale", 1000.0, "Scale s of the one-hot MSE targets.")
 flags.DEFINE_integer("steps", 100, "Optimizer steps.")
 flags.DEFINE_integer("seed", 0, "Seed of initialisation, data split and batch order.")
@@ -56,7 +58,7 @@ def model_config() -> cfg.ModelConfig:
 
 def loss_config() -> cfg.LossConfig:
   return cfg.LossConfig(name=FLAGS.loss, onehot_scale=FLAGS.onehot_scale,
-                        impl=FLAGS.loss_impl).validate()
+                        impl=FLAGS.loss_impl, ce_chunk=FLAGS.ce_chunk).validate()
 
 
 def data_config() -> cfg.DataConfig:
