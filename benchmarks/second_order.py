@@ -153,12 +153,12 @@ def softmax_regression_orders():
 def main(argv=None):
   args = common.parse_args(__doc__.splitlines()[0], argv)
   if args.small:
-    sizes = dict(vocab=300, product_dim=32, seq=16, batch=4, race_dim=16, adamw_steps=200,
-                 max_steps=40, cg_iters=10, race_models=("linear_mixer",), lrs=(3e-2, 1e-1))
+    sizes = {"vocab": 300, "product_dim": 32, "seq": 16, "batch": 4, "race_dim": 16, "adamw_steps": 200,
+                 "max_steps": 40, "cg_iters": 10, "race_models": ("linear_mixer",), "lrs": (3e-2, 1e-1)}
   else:
-    sizes = dict(vocab=512, product_dim=128, seq=32, batch=16, race_dim=64, adamw_steps=1000,
-                 max_steps=200, cg_iters=20, race_models=("linear_mixer", "masked_mixer"),
-                 lrs=ADAMW_LRS)
+    sizes = {"vocab": 512, "product_dim": 128, "seq": 32, "batch": 16, "race_dim": 64, "adamw_steps": 1000,
+                 "max_steps": 200, "cg_iters": 20, "race_models": ("linear_mixer", "masked_mixer"),
+                 "lrs": ADAMW_LRS}
   data = load_data(DataConfig(vocab_size=sizes["vocab"], seq_len=sizes["seq"], batch_size=0,
                               builtin_stories=300))
   tokens = np.asarray(data.train[:sizes["batch"]])

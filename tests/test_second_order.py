@@ -118,7 +118,7 @@ def test_exact_newton_minimises_convex_quadratic_in_one_step(x64):
   loss_fn = quadratic(a, c)
   for tx in (second_order.exact_newton(loss_fn),
              second_order.newton(loss_fn, damping=0.0, cg_iters=10, cg_tol=1e-14)):
-    params, state, losses, _ = run(tx, {"x": jnp.zeros(5)}, loss_fn, None, None, 1)
+    params, state, _losses, _ = run(tx, {"x": jnp.zeros(5)}, loss_fn, None, None, 1)
     np.testing.assert_allclose(params["x"], np.linalg.solve(a, c), rtol=1e-10)
     assert state.nonfinite == 0 and state.negative_curvature == 0
     np.testing.assert_allclose(state.predicted_reduction, state.actual_reduction, rtol=1e-8)
@@ -152,7 +152,7 @@ def test_exact_newton_softmax_regression_converges_quadratically(x64):
 def test_newton_detects_negative_curvature_on_saddle(x64):
   loss_fn = lambda p, inputs, targets: p["x"][0] ** 2 - p["x"][1] ** 2
   tx = second_order.newton(loss_fn, damping=0.0, cg_iters=5)
-  params, state, losses, _ = run(tx, {"x": jnp.array([1.0, 0.1])}, loss_fn, None, None, 1)
+  _params, state, losses, _ = run(tx, {"x": jnp.array([1.0, 0.1])}, loss_fn, None, None, 1)
   assert state.negative_curvature == 1
   assert losses[-1] < losses[0]
   exact = second_order.exact_newton(loss_fn)
@@ -179,7 +179,7 @@ def test_levenberg_marquardt_rejects_loss_raising_step(x64):
 def test_nonfinite_loss_leaves_params_unchanged():
   loss_fn = lambda p, inputs, targets: jnp.sum(jnp.log(p["x"]))
   tx = second_order.newton(loss_fn, damping=1e-3)
-  params, state, _, updates = run(tx, {"x": jnp.array([-1.0, 2.0])}, loss_fn, None, None, 1)
+  _params, state, _, updates = run(tx, {"x": jnp.array([-1.0, 2.0])}, loss_fn, None, None, 1)
   assert state.nonfinite == 1 and state.rejected == 0
   np.testing.assert_array_equal(updates["x"], 0.0)
   np.testing.assert_allclose(state.damping, 1e-2)
@@ -188,7 +188,7 @@ def test_nonfinite_loss_leaves_params_unchanged():
 def test_step_norm_cap(x64):
   loss_fn = quadratic(jnp.eye(3), jnp.array([30.0, 40.0, 0.0]))
   tx = second_order.newton(loss_fn, damping=0.0, max_step_norm=5.0)
-  _, state, _, updates = run(tx, {"x": jnp.zeros(3)}, loss_fn, None, None, 1)
+  _, _state, _, updates = run(tx, {"x": jnp.zeros(3)}, loss_fn, None, None, 1)
   np.testing.assert_allclose(updates["x"], [3.0, 4.0, 0.0], rtol=1e-12)
 
 
@@ -200,7 +200,7 @@ def test_gauss_newton_reaches_lm_head_least_squares_optimum(x64):
   config = OptimizerConfig(name="gauss_newton", damping=0.0, cg_iters=200, cg_tol=1e-13,
                            params="lm_head")
   tx = build_optimizer(config, workload, params)
-  new_params, state, losses, _ = run(tx, params, workload.loss, inputs, targets, 3)
+  new_params, _state, losses, _ = run(tx, params, workload.loss, inputs, targets, 3)
   features = np.asarray(jax.jit(workload.features_fn)(params, inputs)).reshape(-1, 8)
   onehot = 10.0 * np.eye(12)[np.asarray(targets).reshape(-1)]
   beta, *_ = np.linalg.lstsq(features, onehot, rcond=None)
@@ -263,7 +263,7 @@ def test_smoke_models_and_losses(model, loss, name):
 def test_exact_newton_on_a_model_and_its_size_guard():
   workload, params, inputs, targets = mixer_problem(vocab=8)
   tx = build_optimizer(OptimizerConfig(name="exact_newton", damping=1e-3), workload, params)
-  _, state, losses, _ = run(tx, params, workload.loss, inputs, targets, 2)
+  _, _state, losses, _ = run(tx, params, workload.loss, inputs, targets, 2)
   assert losses[-1] < losses[0]
   big = Workload(ModelConfig(name="masked_mixer", vocab_size=256, dim=8, seq_len=8))
   shapes = jax.eval_shape(big.init, jax.random.key(0))

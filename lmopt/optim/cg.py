@@ -10,7 +10,8 @@ Numerics: inner products in the dtype of the leaves; relative tolerance on the
 unpreconditioned residual, `‖b − A x‖ <= tol ‖b‖`.
 """
 
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +39,7 @@ def _where(pred, a, b):
 
 
 def steihaug_cg(matvec: Callable, b, *, max_iters: int, tol: float, x0=None,
-                precond: Optional[Callable] = None) -> CGResult:
+                precond: Callable | None = None) -> CGResult:
   """Truncated preconditioned CG for a symmetric, possibly indefinite `A`.
 
   Args:

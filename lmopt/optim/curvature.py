@@ -10,7 +10,8 @@ All functions are pure and jit-able; vectors `v` are pytrees shaped like `params
 * Dense `H` (flattened, `[P, P]`) only below a parameter-count guard.
 """
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

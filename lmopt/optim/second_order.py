@@ -26,7 +26,8 @@ Numerics: everything in the parameter dtype; CG tolerance relative to `‖g‖`.
 """
 
 import functools
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -59,8 +60,8 @@ class SecondOrderState(NamedTuple):
   rejected: jax.Array
   nonfinite: jax.Array
   negative_curvature: jax.Array
-  step: Optional[optax.Updates]
-  linesearch: Optional[optax.OptState]
+  step: optax.Updates | None
+  linesearch: optax.OptState | None
 
 
 class Direction(NamedTuple):
@@ -89,7 +90,7 @@ def _diagonal_preconditioner(diag, damping) -> Callable:
 
 
 def _cg_direction(operator: Callable, *, cg_iters: int, cg_tol: float,
-                  preconditioner: Optional[str], precond_samples: int, seed: int) -> Callable:
+                  preconditioner: str | None, precond_samples: int, seed: int) -> Callable:
   """Direction from truncated CG on `(C + λI) d = −g`, `C` from `operator(params, inputs, targets)`."""
   if preconditioner not in (None, "hutchinson"):
     raise ValueError(f"preconditioner={preconditioner!r} is not accepted; use None or hutchinson")
@@ -218,7 +219,7 @@ def _transform(direction_fn: Callable, loss_at: Callable, *, damping: float, ada
 
 def newton(loss_fn: Callable, *, damping: float = 1e-3, cg_iters: int = 20, cg_tol: float = 1e-5,
            max_step_norm: float = 0.0, linesearch: bool = False, warm_start: float = 0.0,
-           preconditioner: Optional[str] = None, precond_samples: int = 1, seed: int = 0
+           preconditioner: str | None = None, precond_samples: int = 1, seed: int = 0
            ) -> optax.GradientTransformationExtraArgs:
   """Truncated Newton (Hessian-free): Steihaug CG on `(H + λI) d = −g`, `H` by jvp-of-grad.
 
@@ -270,7 +271,7 @@ def _ggn_parts(logits_fn: Callable, output_loss: Callable, output_hvp: Callable)
 def gauss_newton(logits_fn: Callable, output_loss: Callable, output_hvp: Callable, *,
                  damping: float = 1e-3, cg_iters: int = 20, cg_tol: float = 1e-5,
                  max_step_norm: float = 0.0, linesearch: bool = False, warm_start: float = 0.0,
-                 preconditioner: Optional[str] = None, precond_samples: int = 1, seed: int = 0
+                 preconditioner: str | None = None, precond_samples: int = 1, seed: int = 0
                  ) -> optax.GradientTransformationExtraArgs:
   """Gauss–Newton: CG on `(Jᵀ H_ℓ J + λI) d = −g` (options as `newton`).
 
@@ -290,7 +291,7 @@ def gauss_newton(logits_fn: Callable, output_loss: Callable, output_hvp: Callabl
 def levenberg_marquardt(logits_fn: Callable, output_loss: Callable, output_hvp: Callable, *,
                         damping: float = 1e-3, cg_iters: int = 20, cg_tol: float = 1e-5,
                         max_step_norm: float = 0.0, warm_start: float = 0.0,
-                        preconditioner: Optional[str] = None, precond_samples: int = 1,
+                        preconditioner: str | None = None, precond_samples: int = 1,
                         seed: int = 0) -> optax.GradientTransformationExtraArgs:
   """Gauss–Newton with λ adapted from `ρ = actual / predicted`; loss-raising steps rejected.
 
@@ -312,13 +313,13 @@ def _on_params(config: OptimizerConfig, build: Callable, **fns: Callable):
 
 
 def _cg_options(config: OptimizerConfig) -> dict:
-  return dict(damping=config.damping, cg_iters=config.cg_iters, cg_tol=config.cg_tol,
-              max_step_norm=config.max_step_norm)
+  return {"damping": config.damping, "cg_iters": config.cg_iters, "cg_tol": config.cg_tol,
+              "max_step_norm": config.max_step_norm}
 
 
 def _ggn_statics(workload) -> dict:
-  return dict(output_loss=workload.output_loss,
-              output_hvp=curvature.output_hessian_vp(workload.loss_config.name))
+  return {"output_loss": workload.output_loss,
+              "output_hvp": curvature.output_hessian_vp(workload.loss_config.name)}
 
 
 def newton_from_config(config: OptimizerConfig, workload) -> optax.GradientTransformationExtraArgs:
