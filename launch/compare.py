@@ -28,7 +28,8 @@ from lmopt import io, train
 from lmopt.config import ConfigError, OptimizerConfig, require, require_choice
 from lmopt.optim import OPTIMIZERS
 
-DEFAULT_OPTIMIZERS = "adamw,normal_solve,newton_root_components,newton_system,gauss_newton"
+DEFAULT_OPTIMIZERS = ("adamw,lbfgs,normal_solve,newton_root,newton_root_components,newton_system,"
+                      "gauss_newton,levenberg_marquardt")
 flags.DEFINE_list("optimizers", DEFAULT_OPTIMIZERS, "Comma list of optimizer names.")
 flags.DEFINE_multi_string("set", [], "Per-optimizer setting OPTIMIZER.FIELD=VALUE, e.g. "
                           "adamw.learning_rate=3e-3 (repeatable).")
@@ -39,7 +40,7 @@ flags.DEFINE_bool("lr_sweep", False, "Try learning rates x{0.1, 0.3, 1, 3, 10} f
 flags.DEFINE_float("diverge_factor", 10.0, "Stop a run whose loss exceeds this x its initial loss.")
 
 FLAGS = flags.FLAGS
-FLAGS.set_default("workdir", "runs/compare")
+DEFAULT_WORKDIR = "runs/compare"
 OUTPUTS = ("results.json", "results.md", "loss_curves.png", "tokenizer.json")
 FIRST_ORDER = ("sgd", "adamw", "muon")
 SWEEP = (0.1, 0.3, 1.0, 3.0, 10.0)
@@ -50,7 +51,7 @@ DEFAULTS = {
     "sgd": {"learning_rate": 1e-4},
     "adamw": {"learning_rate": 3e-3},
     "muon": {"learning_rate": 3e-3},
-    "normal_solve": {"params": "lm_head"},
+    "normal_solve": {"params": "lm_head", "solve_method": "eigh"},
     "newton_root": {"params": "lm_head"},
     "newton_root_components": {"params": "lm_head"},
     "newton_root_recalculated": {"params": "lm_head"},
@@ -154,10 +155,10 @@ def best_of_sweep(setup, config: OptimizerConfig, bar) -> dict:
 
 def main(argv):
   del argv
-  launch_flags.check_common()
+  launch_flags.check_common(default_workdir=DEFAULT_WORKDIR)
   require(FLAGS.max_seconds >= 0, f"--max_seconds={FLAGS.max_seconds} must be >= 0")
   require(FLAGS.diverge_factor > 1, f"--diverge_factor={FLAGS.diverge_factor} must exceed 1")
-  workdir = os.path.abspath(FLAGS.workdir)
+  workdir = os.path.abspath(FLAGS.workdir or DEFAULT_WORKDIR)
   io.check_workdir(workdir)
   existing = io.existing_outputs(workdir, OUTPUTS[:3])
   require(not existing or FLAGS.overwrite,

@@ -32,7 +32,7 @@ flags.DEFINE_enum("loss_impl", cfg.LossConfig.impl, cfg.LOSS_IMPLS,
 flags.DEFINE_integer("ce_chunk", cfg.LossConfig.ce_chunk,
                      "CE vocabulary chunk for --loss_impl=factored (0: CE from the logits).")
 flags.DEFINE_float("onehot_scale", 1000.0, "Scale s of the one-hot MSE targets.")
-flags.DEFINE_integer("steps", 100, "Optimizer steps.")
+flags.DEFINE_integer("steps", 50, "Optimizer steps.")
 flags.DEFINE_integer("seed", 0, "Seed of initialisation, data split and batch order.")
 flags.DEFINE_string("workdir", None, "Output directory (created if missing).")
 flags.DEFINE_bool("overwrite", False, "Replace results already in --workdir.")
@@ -79,9 +79,10 @@ def optimizer_config(name: str, **overrides) -> cfg.OptimizerConfig:
   return cfg.OptimizerConfig(**settings).validate()
 
 
-def check_common() -> None:
+def check_common(default_workdir=None) -> None:
   """Checks of the shared flags that absl's types do not express."""
-  cfg.require(FLAGS.workdir is not None, "--workdir is required (the output directory)")
+  cfg.require(FLAGS.workdir is not None or default_workdir is not None,
+              "--workdir is required (the output directory)")
   cfg.require_positive("steps", FLAGS.steps)
 
 
