@@ -43,6 +43,7 @@ SMALL = {"lapack": [(2000, 32, 256), (5000, 64, 512)], "stream": [(64, 512)],
          "reference": {"vocab": 512, "dim": 32, "depth": 1, "seq_len": 32, "stories": 150,
                        "sweeps": 2}}
 LRS = (1e-3, 3e-3, 1e-2)
+RCOND_NOTE = "\nNote on `rel_diff_numpy` (0.445 for pinv/lstsq/eigh at 100k × 512): these solves use `rcond=None`, the numpy convention `eps · max(N, D)`, which in float32 at 100k rows is 0.012 and drops a real direction of these features (σ_min/σ_max = 0.0077); numpy computes float32 input in float64 and keeps it, as do `qr` and `cholesky`. With an explicit `rcond=1e-6` (the `OptimizerConfig`/`launch.solve` default) pinv differs from qr by 1.6e-6 on the same matrices. eigh's fixed floor `D · eps` on eigenvalues (σ/σ_max < 0.0078) drops it as well.\n"
 
 
 def host_call(fn, repeats):
@@ -250,6 +251,7 @@ def main(argv=None):
         "one-hot targets; ratio = LAPACK time / ours):\n\n"
         + common.markdown(lapack, ["tokens", "dim", "vocab", "method", "seconds", "numpy_seconds",
                                    "vs_numpy", "scipy_seconds", "vs_scipy", "rel_diff_numpy"])
+        + RCOND_NOTE
         + "\nStreaming Gram statistics (`stats.accumulate`, one chunk):\n\n"
         + common.markdown(stream, ["dim", "vocab", "accumulation", "chunk_tokens",
                                    "ms_per_chunk", "tokens_per_s"])

@@ -20,7 +20,9 @@ Two families, by what they read:
   - `normal_inverse`: the textbook `(XᵀX + λI)⁻¹ XᵀY` with an explicit inverse. Kept on
     purpose: in float32 it fails once κ(X)² approaches 1/eps ≈ 1.7e7.
 
-`rcond=None` means numpy's default, `eps · max(N, D)` (relative to σ_max). Every
+`rcond=None` means numpy's default, `eps · max(N, D)` (relative to σ_max): in float32 at
+data-set scale (N ~ 1e5) that cuts at ~1e-2 and can drop real directions, so pass an
+explicit `rcond` there (numpy itself computes float32 input in float64). Every
 matrix product uses `Precision.HIGHEST`. All functions are pure and jit-able with
 `method`, `vocab`, `onehot_scale`, `ridge` and `rcond` static.
 """
