@@ -43,7 +43,16 @@ SMALL = {"lapack": [(2000, 32, 256), (5000, 64, 512)], "stream": [(64, 512)],
          "reference": {"vocab": 512, "dim": 32, "depth": 1, "seq_len": 32, "stories": 150,
                        "sweeps": 2}}
 LRS = (1e-3, 3e-3, 1e-2)
-RCOND_NOTE = "\nNote on `rel_diff_numpy` (0.445 for pinv/lstsq/eigh at 100k × 512): these solves use `rcond=None`, the numpy convention `eps · max(N, D)`, which in float32 at 100k rows is 0.012 and drops a real direction of these features (σ_min/σ_max = 0.0077); numpy computes float32 input in float64 and keeps it, as do `qr` and `cholesky`. With an explicit `rcond=1e-6` (the `OptimizerConfig`/`launch.solve` default) pinv differs from qr by 1.6e-6 on the same matrices. eigh's fixed floor `D · eps` on eigenvalues (σ/σ_max < 0.0078) drops it as well.\n"
+RCOND_NOTE = (
+    "\n"
+    'Note on `rel_diff_numpy` (0.445 for pinv/lstsq/eigh at 100k × 512): these solves use '
+    '`rcond=None`, the numpy convention `eps · max(N, D)`, which in float32 at 100k rows is '
+    '0.012 and drops a real direction of these features (σ_min/σ_max = 0.0077); numpy computes '
+    'float32 input in float64 and keeps it, as do `qr` and `cholesky`. With an explicit '
+    '`rcond=1e-6` (the `OptimizerConfig`/`launch.solve` default) pinv differs from qr by 1.6e-6'
+    " on the same matrices. eigh's fixed floor `D · eps` on eigenvalues (σ/σ_max < 0.0078) "
+    'drops it as well.'
+    "\n")
 
 
 def host_call(fn, repeats):
