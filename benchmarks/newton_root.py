@@ -148,7 +148,7 @@ def leaf_steps(workload, params, inputs, targets):
                                      jax.tree.leaves(grad), jax.tree.leaves(step), strict=True):
     norms = [float(jnp.linalg.norm(a)) for a in (theta, g, delta)]
     rows.append({"leaf": jax.tree_util.keystr(path), "param_norm": norms[0], "grad_norm": norms[1],
-                 "step_norm": norms[2], "relative_step": norms[2] / max(norms[0], 1e-30)})
+                 "step_norm": norms[2], "relative_step": norms[2] / norms[0] if norms[0] else math.inf})
   return rows
 
 
