@@ -32,7 +32,9 @@ def init_state(workload, tx, seed: int, mesh) -> TrainState:
   """Initial state from `seed`, replicated over `mesh` (jit-compiled)."""
   def init(key):
     params = workload.init(key)
-    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), jnp.zeros((), jnp.int32))
+    # Weak-typed leaves (e.g. optax line-search states) would retrace the step once.
+    opt_state = jax.tree.map(lambda x: jnp.asarray(x, jnp.asarray(x).dtype), tx.init(params))
+    return TrainState(jnp.zeros((), jnp.int32), params, opt_state, jnp.zeros((), jnp.int32))
   return jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.key(seed))
 
 

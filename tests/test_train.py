@@ -98,3 +98,13 @@ def test_four_devices_match_one():
   assert result.returncode == 0, result.stderr[-2000:]
   diff = float(result.stdout.split("MAXDIFF")[1])
   assert diff < 1e-5
+
+
+def test_a_chained_optax_line_search_compiles_once():
+  """optax's backtracking line search starts with weak-typed state; the step must not retrace."""
+  tx = optax.chain(optax.sgd(1.0), optax.scale_by_backtracking_linesearch(max_backtracking_steps=4))
+  state, step, _ = _state_and_step(tx)
+  for i in range(3):
+    state, metrics = step(state, jnp.asarray(_tokens(i)))
+  assert step._cache_size() == 1
+  assert bool(metrics["finite_update"])
