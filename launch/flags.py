@@ -47,6 +47,11 @@ flags.DEFINE_integer("cg_iters", 20, "Conjugate-gradient iteration cap.")
 flags.DEFINE_float("cg_tol", 1e-5, "Conjugate-gradient relative residual tolerance.")
 flags.DEFINE_float("loss_constant", 0.0, "c of Newton root finding: solve L(theta) = c.")
 flags.DEFINE_float("max_step_norm", 0.0, "Cap on the update norm (0 = no cap).")
+flags.DEFINE_enum("newton_form", cfg.OptimizerConfig.newton_form, ("min_norm", "matrix_pinv"),
+                  "Newton root step: minimal-norm, or the research's pseudo-inverse of the "
+                  "gradient matrix.")
+flags.DEFINE_integer("backtrack_steps", 0, "Newton root: halvings of the step while |f| grows "
+                     "(0 = off).")
 flags.DEFINE_string("params", "all", "Parameters a method acts on: all, or e.g. lm_head.")
 
 
@@ -74,7 +79,8 @@ def optimizer_config(name: str, **overrides) -> cfg.OptimizerConfig:
                   total_steps=FLAGS.steps, momentum=FLAGS.momentum, damping=FLAGS.damping,
                   cg_iters=FLAGS.cg_iters, cg_tol=FLAGS.cg_tol,
                   loss_constant=FLAGS.loss_constant, max_step_norm=FLAGS.max_step_norm,
-                  params=FLAGS.params)
+                  params=FLAGS.params, newton_form=FLAGS.newton_form,
+                  backtrack_steps=FLAGS.backtrack_steps)
   settings.update(overrides)
   return cfg.OptimizerConfig(**settings).validate()
 
