@@ -31,13 +31,13 @@ import time
 
 import jax
 import jax.numpy as jnp
-import matplotlib
 import numpy as np
 import optax
 from absl import flags
+from matplotlib.figure import Figure
 
 from launch import flags as launch_flags
-from launch import runs
+from launch import report, runs
 from lmopt import io
 from lmopt.analysis import convergence, lanczos, lm_head, operators
 from lmopt.config import ConfigError, OptimizerConfig, require, require_positive
@@ -45,9 +45,6 @@ from lmopt.data.tokenizer import MIN_VOCAB
 from lmopt.losses import next_token_split
 from lmopt.optim import second_order
 from lmopt.optim.registry import subset_keys
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
 flags.DEFINE_enum("curvature", "ggn", operators.KINDS, "Operator for Lanczos: ggn or hessian.")
 flags.DEFINE_integer("lanczos_iters", 64, "Lanczos steps for the extreme eigenvalues.")
@@ -261,21 +258,6 @@ def sweep(base_model, base_data, sweeps: dict) -> list:
 # Outputs ---------------------------------------------------------------------------------
 
 
-def _fmt(value) -> str:
-  if value is None:
-    return "-"
-  if isinstance(value, bool):
-    return "yes" if value else "no"
-  if isinstance(value, float):
-    return f"{value:.4g}" if math.isfinite(value) else str(value)
-  return str(value)
-
-
-def _table(rows, columns) -> list:
-  lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-  return lines + ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
-
-
 def markdown(result: dict) -> str:
   spec, head = result["curvature"], result["lm_head"]
   gd = head["methods"][0]
@@ -289,19 +271,19 @@ def markdown(result: dict) -> str:
       f"excess ≤ ε = {head['epsilon']:g} of the initial excess."), "",
       (f"GD with the optimal step {head['gd_step']:.4g}: predicted ≤ {head['gd_predicted_steps']} "
       f"steps (κ/4·ln(1/ε) worst case; κ·ln(1/ε) = {head['gd_rule_of_thumb_steps']:.4g}), exact "
-      f"count from the spectrum {_fmt(head['gd_exact_steps'])}, measured "
-      f"{_fmt(gd['measured_steps'])} (cap {gd['steps_run'] if not gd['reached'] else '-'})."), "",
-      *_table(head["methods"], ("method", "predicted_steps", "measured_steps", "reached",
+      f"count from the spectrum {report.cell(head['gd_exact_steps'])}, measured "
+      f"{report.cell(gd['measured_steps'])} (cap {gd['steps_run'] if not gd['reached'] else '-'})."), "",
+      *report.table_lines(head["methods"], ("method", "predicted_steps", "measured_steps", "reached",
                                 "steps_run", "final_relative_excess", "observed_order",
                                 "linear_rate", "predicted_rate", "learning_rate")), "",
       (f"## Lanczos on the {spec['kind']} ({spec['params']}, {spec['num_params']} parameters, "
       f"{spec['batch_windows']} windows, {spec['lanczos_iters']} steps)"), "",
-      *_table([{"end": "top", **{str(i): v for i, v in enumerate(spec["top"])}},
+      *report.table_lines([{"end": "top", **{str(i): v for i, v in enumerate(spec["top"])}},
                {"end": "bound", **{str(i): v for i, v in enumerate(spec["top_bounds"])}},
                {"end": "bottom", **{str(i): v for i, v in enumerate(spec["bottom"])}},
                {"end": "bound", **{str(i): v for i, v in enumerate(spec["bottom_bounds"])}}],
               ("end", *map(str, range(len(spec["top"]))))), "",
-      (f"κ estimate (top/bottom Ritz value, a lower bound): {_fmt(spec['kappa'])}. lm_head "
+      (f"κ estimate (top/bottom Ritz value, a lower bound): {report.cell(spec['kappa'])}. lm_head "
        f"block of this batch: κ {spec['lm_head_kappa']:.4g} alone, "
        f"{spec['lm_head_kappa_under_shared_step']:.4g} under one step size for all of "
        f"{spec['params']} (top eigenvalue / lm_head λmin). Check: Lanczos top of the lm_head GGN "
@@ -310,7 +292,7 @@ def markdown(result: dict) -> str:
       f"{spec['lm_head_check']['relative_error']:.2g})."), ""]
   if result.get("sweep"):
     lines += ["## κ of the lm_head problem across sizes", "",
-              *_table(result["sweep"], ("vary", "dim", "vocab_size", "seq_len", "rows", "lmax",
+              *report.table_lines(result["sweep"], ("vary", "dim", "vocab_size", "seq_len", "rows", "lmax",
                                         "lmin", "kappa", "rank", "gd_predicted_steps",
                                         "gd_exact_steps")), ""]
   return "\n".join(lines)
@@ -319,7 +301,8 @@ def markdown(result: dict) -> str:
 def plot(result: dict, path: str) -> None:
   """SLQ density, exact lm_head eigenvalues, excess-loss curves and (sweep) κ by size."""
   spec, head, rows = result["curvature"], result["lm_head"], result.get("sweep")
-  fig, axes = plt.subplots(1, 4 if rows else 3, figsize=(20 if rows else 15, 4.5))
+  fig = Figure(figsize=(20 if rows else 15, 4.5))
+  axes = fig.subplots(1, 4 if rows else 3)
   nodes, weights = np.asarray(spec["slq"]["nodes"]), np.asarray(spec["slq"]["weights"])
   low, high = min(nodes.min(), spec["bottom"][0]), max(nodes.max(), spec["top"][0])
   sigma = max(high - low, 1e-30) / 200
@@ -351,7 +334,6 @@ def plot(result: dict, path: str) -> None:
     axis.grid(True, which="both", alpha=0.3)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
-  plt.close(fig)
 
 
 def main(argv):

@@ -1,17 +1,19 @@
-"""Comparison tables and plots (matplotlib, headless)."""
+"""Markdown tables and loss-curve plots for the launchers.
+
+Figures use matplotlib's object API (`Figure` renders with the Agg canvas), so importing
+this module never changes the global backend of a notebook that imports it.
+"""
 
 import math
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 COLUMNS = ("optimizer", "train_loss", "valid_loss", "steps_to_target", "seconds_to_target",
            "seconds_per_step", "compile_seconds", "diverged")
 
 
-def _cell(value) -> str:
+def cell(value) -> str:
+  """One table cell: numbers to 4 significant digits, booleans as yes/no, None as `-`."""
   if value is None:
     return "-"
   if isinstance(value, bool):
@@ -21,17 +23,21 @@ def _cell(value) -> str:
   return str(value)
 
 
+def table_lines(rows: list, columns) -> list:
+  """Markdown table lines, one row per dict in `rows` (missing keys show as `-`)."""
+  lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+  return lines + ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+
+
 def markdown_table(runs: list, columns=COLUMNS) -> str:
   """A markdown table with one row per run."""
-  lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-  for run in runs:
-    lines.append("| " + " | ".join(_cell(run.get(c)) for c in columns) + " |")
-  return "\n".join(lines) + "\n"
+  return "\n".join(table_lines(runs, columns)) + "\n"
 
 
 def plot_curves(runs: list, path: str, title: str) -> None:
   """Loss against step and against seconds (log scale), one line per run."""
-  fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(12, 4.5))
+  fig = Figure(figsize=(12, 4.5))
+  by_step, by_time = fig.subplots(1, 2)
   for run in runs:
     curve = run["curve"]
     label = run["optimizer"] + (" (diverged)" if run["diverged"] else "")
@@ -51,4 +57,3 @@ def plot_curves(runs: list, path: str, title: str) -> None:
   fig.suptitle(title)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
