@@ -2,7 +2,6 @@
 
 import dataclasses
 import math
-from typing import Optional
 
 import jax
 import numpy as np
@@ -59,7 +58,7 @@ class Setup:
     self.data.save_tokenizer(workdir)
 
 
-def prepare(tokenizer_dir: Optional[str] = None, model_config=None, loss_config=None,
+def prepare(tokenizer_dir: str | None = None, model_config=None, loss_config=None,
             data_config=None) -> Setup:
   """Loads data and builds the workload from the flags (or the given configs).
 

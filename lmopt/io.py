@@ -9,7 +9,8 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import orbax.checkpoint as ocp

@@ -9,9 +9,9 @@ excludes compilation.
 """
 
 import time
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -101,7 +101,7 @@ class StepRecord(NamedTuple):
 
 
 def fit(step_fn, state: TrainState, batch_at: Callable[[int], np.ndarray], mesh, *,
-        num_steps: int, on_step: Optional[Callable[[TrainState, StepRecord], bool]] = None):
+        num_steps: int, on_step: Callable[[TrainState, StepRecord], bool] | None = None):
   """Runs `num_steps` steps from `state.step`; returns `(state, compile_seconds)`.
 
   The step is compiled ahead of time on the first batch, so `seconds` in each
@@ -122,7 +122,3 @@ def fit(step_fn, state: TrainState, batch_at: Callable[[int], np.ndarray], mesh,
     if on_step is not None and on_step(state, StepRecord(i + 1, elapsed, metrics)):
       break
   return state, compile_seconds
-
-
-def check_params_finite(params) -> None:
-  chex.assert_tree_all_finite(params)

@@ -49,4 +49,4 @@ def assert_one_line_error(capsys, code, *fragments):
     assert fragment in err[0], err
 
 
-__all__ = ["TINY", "run_in_process", "run_module", "snapshot", "assert_one_line_error", "pytest"]
+__all__ = ["TINY", "assert_one_line_error", "pytest", "run_in_process", "run_module", "snapshot"]

@@ -13,7 +13,7 @@ from lmopt.models.linear_mixer import LinearMixer
 from lmopt.models.masked_mixer import MaskedMixer
 from lmopt.models.transformer import Transformer
 
-__all__ = ["build_model", "CAUSAL_KERNEL", "causal_mask"]
+__all__ = ["CAUSAL_KERNEL", "build_model", "causal_mask"]
 
 
 def build_model(config: ModelConfig):

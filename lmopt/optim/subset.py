@@ -13,7 +13,7 @@ incoming updates through unchanged, so
 runs Newton on the head and AdamW elsewhere.
 """
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import optax
 
