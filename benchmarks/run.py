@@ -24,7 +24,8 @@ TOPICS = {
     "second_order": "Curvature products, Newton-CG, Gauss-Newton, Levenberg-Marquardt",
     "losses": "Factored MSE and chunked cross-entropy",
     "analysis": "Curvature spectra and gradient-descent convergence",
-    "compare": "The comparison harness (launch.compare) on the default workload",
+    "kfac": "K-FAC (kfac-jax) beside AdamW and Levenberg-Marquardt",
+    "compare": "The main job: launch.compare with its defaults",
 }
 HEADER = """# Benchmarks
 

@@ -10,7 +10,8 @@ from lmopt.optim import OPTIMIZERS
 from tests.launch_util import TINY, assert_one_line_error, run_in_process, snapshot
 
 # Tiny enough for a dense Hessian of lm_head (dim 4 x vocab 260).
-COMPARE = [*TINY, "--dim=4", "--vocab_size=260", "--steps=3", "--set=exact_newton.params=lm_head"]
+COMPARE = [*TINY, "--dim=4", "--vocab_size=260", "--steps=3", "--set=exact_newton.params=lm_head",
+           "--nolr_sweep"]
 RUN_KEYS = {"optimizer", "model", "steps", "train_loss", "valid_loss", "initial_loss", "seconds",
             "compile_seconds", "num_params", "diverged", "curve", "steps_to_target",
             "seconds_to_target"}
@@ -62,13 +63,24 @@ def test_steps_to_target_agree_with_the_curve(all_optimizers):
 
 def test_a_diverging_run_is_marked_and_the_others_continue(tmp_path):
   workdir = str(tmp_path / "div")
-  code = run_in_process(compare.main, [*TINY, f"--workdir={workdir}", "--steps=6",
+  code = run_in_process(compare.main, [*TINY, f"--workdir={workdir}", "--steps=6", "--nolr_sweep",
                                        "--optimizers=sgd,adamw", "--set=sgd.learning_rate=1e3",
                                        "--set=sgd.momentum=0"])
   assert code == 0
   runs = {r["optimizer"]: r for r in json.load(open(os.path.join(workdir, "results.json")))}
   assert runs["sgd"]["diverged"] and len(runs["sgd"]["curve"]["step"]) < 7
   assert not runs["adamw"]["diverged"] and runs["adamw"]["steps"] == 6
+
+
+def test_lr_sweep_keeps_the_best_learning_rate(tmp_path):
+  workdir = str(tmp_path / "sweep")
+  code = run_in_process(compare.main, [*TINY, f"--workdir={workdir}", "--steps=3",
+                                       "--optimizers=adamw", "--set=adamw.learning_rate=0.01"])
+  assert code == 0
+  (run,) = json.load(open(os.path.join(workdir, "results.json")))
+  assert len(run["lr_sweep"]) == len(compare.SWEEP)
+  assert run["train_loss"] == min(run["lr_sweep"].values())
+  assert run["lr_sweep"][str(run["settings"]["learning_rate"])] == run["train_loss"]
 
 
 def test_a_used_workdir_is_refused_without_overwrite(all_optimizers, capsys):
