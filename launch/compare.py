@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from launch import flags as launch_flags
 from launch import report, runs
-from lmopt import io, train
+from lmopt import io
 from lmopt.config import ConfigError, OptimizerConfig, require, require_choice
 from lmopt.optim import OPTIMIZERS
 
@@ -108,39 +108,12 @@ def first_reach(curve: dict, target):
 
 
 def run_one(setup, config: OptimizerConfig, bar) -> dict:
-  """Trains from the shared initialisation; returns the summary with its curve."""
-  tx = setup.optimizer(config)
-  state = train.init_state(setup.workload, tx, FLAGS.seed, setup.mesh)
-  initial_loss = setup.train_loss(state.params)
-  curve = {"step": [], "loss": [], "seconds": []}
-  stopped = {"diverged": False}
-  elapsed = [0.0]  # training seconds before the current step
-
-  def on_step(state, record):
-    loss = float(record.metrics["loss"])  # at the parameters before this step
-    curve["step"].append(record.step - 1)
-    curve["loss"].append(loss)
-    curve["seconds"].append(elapsed[0])
-    elapsed[0] = record.seconds
-    bar.update(1)
-    if not math.isfinite(loss) or loss > FLAGS.diverge_factor * curve["loss"][0]:
-      stopped["diverged"] = True
-      return True
-    return bool(FLAGS.max_seconds) and record.seconds >= FLAGS.max_seconds
-
-  state, compile_seconds, seconds = runs.fit_timed(setup, tx, state, FLAGS.steps, on_step)
-  summary = runs.summary(setup, state, optimizer=config.name, initial_loss=initial_loss,
-                         seconds=seconds, compile_seconds=compile_seconds)
-  if not stopped["diverged"]:
-    curve["step"].append(summary["steps"])
-    curve["loss"].append(summary["train_loss"] if setup.full_batch else curve["loss"][-1])
-    curve["seconds"].append(seconds)
-  summary["diverged"] = summary["diverged"] or stopped["diverged"]
-  summary["seconds_per_step"] = seconds / max(summary["steps"], 1)
-  summary["steps_to_target"], summary["seconds_to_target"] = first_reach(curve, FLAGS.target_loss)
-  summary["settings"] = dataclasses.asdict(config)
-  summary["curve"] = curve
-  return summary
+  """One optimizer under the shared flags' budget, with its steps/seconds to the target."""
+  run = runs.run_curve(setup, config, steps=FLAGS.steps, seed=FLAGS.seed,
+                       diverge_factor=FLAGS.diverge_factor, max_seconds=FLAGS.max_seconds,
+                       on_step=lambda: bar.update(1))
+  run["steps_to_target"], run["seconds_to_target"] = first_reach(run["curve"], FLAGS.target_loss)
+  return run
 
 
 def best_of_sweep(setup, config: OptimizerConfig, bar) -> dict:

@@ -121,3 +121,48 @@ def summary(setup: Setup, state, *, optimizer: str, initial_loss: float, seconds
       "diverged": bool(int(state.nonfinite) > 0 or not math.isfinite(train_loss)),
       "tokens_per_second": setup.tokens_per_step * steps / seconds if seconds else None,
   }
+
+
+def run_curve(setup: Setup, config, *, steps: int, seed: int = 0, diverge_factor: float = math.inf,
+              max_seconds: float = 0.0, on_step=None) -> dict:
+  """Trains one optimizer from the initialisation of `seed`; its summary and loss curve.
+
+  The curve holds, for each step k, the loss at the parameters after k steps on batch k
+  (the value the train step reports before updating) and the training seconds spent to
+  reach them; in full-batch mode a last point gives the loss after the final step. A run
+  whose loss turns non-finite or exceeds `diverge_factor` times its first loss stops there
+  and is marked diverged; `max_seconds` (0 = none) caps the training time. `on_step()`
+  is called after every step (e.g. to advance a progress bar).
+  """
+  tx = setup.optimizer(config)
+  state = train.init_state(setup.workload, tx, seed, setup.mesh)
+  initial_loss = setup.train_loss(state.params)
+  curve = {"step": [], "loss": [], "seconds": []}
+  stopped = []  # a single True once the run diverged
+  elapsed = [0.0]  # training seconds before the current step
+
+  def track(state, record):
+    loss = float(record.metrics["loss"])
+    curve["step"].append(record.step - 1)
+    curve["loss"].append(loss)
+    curve["seconds"].append(elapsed[0])
+    elapsed[0] = record.seconds
+    if on_step is not None:
+      on_step()
+    if not math.isfinite(loss) or loss > diverge_factor * curve["loss"][0]:
+      stopped.append(True)
+      return True
+    return bool(max_seconds) and record.seconds >= max_seconds
+
+  state, compile_seconds, seconds = fit_timed(setup, tx, state, steps, track)
+  run = summary(setup, state, optimizer=config.name, initial_loss=initial_loss, seconds=seconds,
+                compile_seconds=compile_seconds)
+  if setup.full_batch and not stopped:
+    curve["step"].append(run["steps"])
+    curve["loss"].append(run["train_loss"])
+    curve["seconds"].append(seconds)
+  run["diverged"] = run["diverged"] or bool(stopped)
+  run["seconds_per_step"] = seconds / max(run["steps"], 1)
+  run["settings"] = dataclasses.asdict(config)
+  run["curve"] = curve
+  return run
