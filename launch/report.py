@@ -48,6 +48,7 @@ def plot_curves(runs: list, path: str, title: str) -> None:
     steps, seconds, losses = zip(*finite)
     by_step.plot(steps, losses, marker="." if len(steps) < 30 else None, label=label)
     by_time.plot(seconds, losses, marker="." if len(steps) < 30 else None, label=label)
+  by_time.set_xscale("symlog", linthresh=1e-2)  # methods differ by orders of magnitude in time
   for axis, xlabel in ((by_step, "step"), (by_time, "seconds (excluding compilation)")):
     axis.set_yscale("log")
     axis.set_xlabel(xlabel)
