@@ -52,6 +52,11 @@ flags.DEFINE_enum("newton_form", cfg.OptimizerConfig.newton_form, ("min_norm", "
                   "gradient matrix.")
 flags.DEFINE_integer("backtrack_steps", 0, "Newton root: halvings of the step while |f| grows "
                      "(0 = off).")
+flags.DEFINE_float("cg_warm_start", 0.0, "Newton-CG/GN/LM: start CG from this x the previous "
+                   "step (0 = from zero).")
+flags.DEFINE_enum("preconditioner", "none", cfg.PRECONDITIONERS,
+                  "Newton-CG/GN/LM: diagonal CG preconditioner (hutchinson = Jacobi on a "
+                  "Hutchinson estimate of the curvature diagonal).")
 flags.DEFINE_string("params", "all", "Parameters a method acts on: all, or e.g. lm_head.")
 
 
@@ -80,7 +85,8 @@ def optimizer_config(name: str, **overrides) -> cfg.OptimizerConfig:
                   cg_iters=FLAGS.cg_iters, cg_tol=FLAGS.cg_tol,
                   loss_constant=FLAGS.loss_constant, max_step_norm=FLAGS.max_step_norm,
                   params=FLAGS.params, newton_form=FLAGS.newton_form,
-                  backtrack_steps=FLAGS.backtrack_steps)
+                  backtrack_steps=FLAGS.backtrack_steps, cg_warm_start=FLAGS.cg_warm_start,
+                  preconditioner=FLAGS.preconditioner)
   settings.update(overrides)
   return cfg.OptimizerConfig(**settings).validate()
 

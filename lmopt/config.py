@@ -13,6 +13,7 @@ LOSS_IMPLS = ("factored", "direct")
 TOKENIZERS = ("byte", "bpe")
 DTYPES = ("float32", "float64")
 SCHEDULES = ("constant", "cosine")
+PRECONDITIONERS = ("none", "hutchinson")
 
 
 class ConfigError(ValueError):
@@ -135,6 +136,8 @@ class OptimizerConfig:
   rcond: float = 1e-6
   newton_form: str = "min_norm"  # newton_root*: "min_norm" or "matrix_pinv" (research's literal)
   backtrack_steps: int = 0  # newton_root*/newton_system: halvings of the step on |f| (0 = off)
+  cg_warm_start: float = 0.0  # newton/gauss_newton/LM: CG starts from this x the last step
+  preconditioner: str = "none"  # newton/gauss_newton/LM CG: "none" or "hutchinson" (Jacobi)
 
   def validate(self) -> "OptimizerConfig":
     require_choice("schedule", self.schedule, SCHEDULES)
@@ -145,4 +148,7 @@ class OptimizerConfig:
     require(self.warmup_steps >= 0, f"--warmup_steps={self.warmup_steps} must be >= 0")
     require(self.max_step_norm >= 0, f"--max_step_norm={self.max_step_norm} must be >= 0")
     require(self.ridge >= 0, f"--ridge={self.ridge} must be >= 0")
+    require(0 <= self.cg_warm_start <= 1,
+            f"--cg_warm_start={self.cg_warm_start} must lie in [0, 1]")
+    require_choice("preconditioner", self.preconditioner, PRECONDITIONERS)
     return self

@@ -269,3 +269,35 @@ def test_exact_newton_on_a_model_and_its_size_guard():
   shapes = jax.eval_shape(big.init, jax.random.key(0))
   with pytest.raises(ValueError, match="dense Hessian"):
     build_optimizer(OptimizerConfig(name="exact_newton"), big, shapes).init(shapes)
+
+
+@pytest.mark.parametrize("name", ["newton", "gauss_newton", "levenberg_marquardt"])
+def test_config_reaches_warm_start_and_preconditioner(name):
+  """`--cg_warm_start` and `--preconditioner` change the CG runs the registry builds."""
+  workload = Workload(ModelConfig(vocab_size=32, dim=8, depth=1, seq_len=8), LossConfig("ce"))
+  params = workload.init(jax.random.key(0))
+  tokens = jax.random.randint(jax.random.key(1), (4, 8), 0, 32)
+  extra = {"inputs": tokens, "targets": tokens[:, 1:], "value_fn": workload.loss}
+
+  def updates(steps, **settings):
+    tx = build_optimizer(OptimizerConfig(name=name, cg_iters=3, **settings), workload, params)
+    state, p, out = tx.init(params), params, []
+    for _ in range(steps):
+      value, grads = jax.value_and_grad(workload.loss)(p, tokens, tokens[:, 1:])
+      u, state = tx.update(grads, state, p, value=value, grad=grads, **extra)
+      p = optax.apply_updates(p, u)
+      out.append(u)
+    return out, state[0]
+
+  differ = lambda a, b: not all(bool(jnp.allclose(x, y)) for x, y in zip(jax.tree.leaves(a),
+                                                                         jax.tree.leaves(b)))
+  (plain, *_), plain_state = updates(1)
+  (preconditioned, *_), _ = updates(1, preconditioner="hutchinson")
+  (warm, *_), warm_state = updates(1, cg_warm_start=0.5)
+  chex.assert_tree_all_finite((preconditioned, warm))
+  assert differ(plain, preconditioned)
+  chex.assert_trees_all_close(plain, warm)  # nothing to warm-start from at the first step
+  assert plain_state.step is None  # no warm start: no previous direction is kept
+  assert optax.tree.norm(warm_state.step) > 0  # the next CG run starts from 0.5 x this
+  with pytest.raises(ValueError, match="--preconditioner='jacobi'"):
+    build_optimizer(OptimizerConfig(name=name, preconditioner="jacobi"), workload, params)

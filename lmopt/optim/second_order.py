@@ -314,7 +314,8 @@ def _on_params(config: OptimizerConfig, build: Callable, **fns: Callable):
 
 def _cg_options(config: OptimizerConfig) -> dict:
   return {"damping": config.damping, "cg_iters": config.cg_iters, "cg_tol": config.cg_tol,
-              "max_step_norm": config.max_step_norm}
+          "max_step_norm": config.max_step_norm, "warm_start": config.cg_warm_start,
+          "preconditioner": None if config.preconditioner == "none" else config.preconditioner}
 
 
 def _ggn_statics(workload) -> dict:
