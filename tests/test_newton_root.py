@@ -270,6 +270,18 @@ def test_vmapped_component_gradients_equal_a_per_token_loop():
   np.testing.assert_allclose(state.residual, jnp.linalg.norm(ell_ref - c), rtol=1e-12)
 
 
+@pytest.mark.parametrize("example_chunk", [1])
+def test_component_step_does_not_depend_on_the_example_chunk(example_chunk):
+  """Examples processed a chunk at a time (bounded memory) give the same summed step."""
+  workload, params, inputs, targets = tiny_problem()
+  step = lambda chunk: one_step(nr.newton_root_components(workload.per_token_loss, 2.0,
+                                                          example_chunk=chunk),
+                                params, inputs, targets)
+  (chunked, chunked_state), (whole, whole_state) = step(example_chunk), step(targets.shape[0])
+  chex.assert_trees_all_close(chunked, whole, rtol=1e-12, atol=1e-12)
+  np.testing.assert_allclose(chunked_state.grad_norm, whole_state.grad_norm, rtol=1e-12)
+
+
 @pytest.mark.parametrize("form", nr.FORMS)
 def test_recalculated_equals_sequential_python_loop(form):
   workload, params, inputs, targets = tiny_problem()

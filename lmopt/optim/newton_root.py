@@ -39,6 +39,7 @@ no step (counted in `rejected`). A non-finite loss or step gives zero updates an
 component with `‖gᵢ‖² ≤ finfo.tiny` takes no step.
 """
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -83,18 +84,22 @@ def _example(tree, axes, b):
   return jax.tree.map(take, axes, tree, is_leaf=lambda a: a is None)
 
 
+def _example_jacobian(per_token_loss, params, inputs, targets, inputs_axes, b):
+  """`(ℓ [T], J)` of example `b` alone, `J` leaves `[T, *shape]` (one `jax.jacrev`)."""
+  def losses(p):
+    ell_T = per_token_loss(p, _example(inputs, inputs_axes, b), _example(targets, 0, b))[0]
+    return ell_T, ell_T
+  jac, ell_T = jax.jacrev(losses, has_aux=True)(params)
+  return ell_T, jac
+
+
 def _token_jacobian(per_token_loss, params, inputs, targets, inputs_axes):
   """`(ℓ [N], J)` with `J` leaves `[N, *shape]`: `jax.jacrev` per example, `jax.vmap` over examples.
 
   Token `(b, t)` depends on example `b` only, so this costs `N` single-example backward
   passes (not `N` full-batch ones); memory is `N·P`.
   """
-  def one(b):
-    def losses(p):
-      ell_T = per_token_loss(p, _example(inputs, inputs_axes, b), _example(targets, 0, b))[0]
-      return ell_T, ell_T
-    jac, ell_T = jax.jacrev(losses, has_aux=True)(params)
-    return ell_T, jac
+  one = functools.partial(_example_jacobian, per_token_loss, params, inputs, targets, inputs_axes)
   ell_BxT, jac = jax.vmap(one)(jnp.arange(targets.shape[0]))
   flat = lambda a: a.reshape((-1,) + a.shape[2:])
   return flat(ell_BxT), jax.tree.map(flat, jac)
@@ -199,17 +204,29 @@ def newton_root(per_token_loss: Callable, loss_constant: float = 0.0, *, form: s
 def newton_root_components(per_token_loss: Callable, loss_constant: float = 0.0, *,
                            form: str = "min_norm", rcond: float | None = None,
                            max_step_norm: float = 0.0, backtrack_steps: int = 0,
-                           inputs_axes=0) -> optax.GradientTransformationExtraArgs:
-  """`Δ = −Σᵢ (ℓᵢ − c) gᵢ/‖gᵢ‖²`, all `gᵢ` at the same point, in one jit (vmap + jacrev)."""
+                           inputs_axes=0, example_chunk: int = 8
+                           ) -> optax.GradientTransformationExtraArgs:
+  """`Δ = −Σᵢ (ℓᵢ − c) gᵢ/‖gᵢ‖²`, all `gᵢ` at the same point, in one jit (vmap + jacrev).
+
+  Examples are processed `example_chunk` at a time, so a full batch of `N` tokens needs
+  `example_chunk · T · P` memory for the per-token gradients instead of `N · P`.
+  """
   direction = _direction_fn(form, rcond)
 
+  total = lambda tree: jax.tree.map(lambda a: jnp.sum(a, axis=0), tree)
+
+  def example_step(params, inputs, targets, b):
+    ell_T, jac = _example_jacobian(per_token_loss, params, inputs, targets, inputs_axes, b)
+    return ell_T, total(jax.vmap(direction)(jac, ell_T - loss_constant)), total(jac)
+
   def step_fn(params, inputs, targets):
-    ell_N, jac = _token_jacobian(per_token_loss, params, inputs, targets, inputs_axes)
-    r_N = ell_N - loss_constant
-    steps = jax.vmap(direction)(jac, r_N)
-    step = jax.tree.map(lambda a: jnp.sum(a, axis=0), steps)
-    grad = jax.tree.map(lambda a: jnp.mean(a, axis=0), jac)
-    return step, jnp.linalg.norm(r_N), optax.tree.norm(grad), (0, 0.0)
+    # Examples in chunks of `example_chunk` (lax.map): memory chunk·T·P, not N·P.
+    one = functools.partial(example_step, params, inputs, targets)
+    ell_BxT, steps, grads = jax.lax.map(one, jnp.arange(targets.shape[0]),
+                                        batch_size=example_chunk)
+    r_N = ell_BxT.reshape(-1) - loss_constant
+    grad = jax.tree.map(lambda a: a / r_N.shape[0], total(grads))
+    return total(steps), jnp.linalg.norm(r_N), optax.tree.norm(grad), (0, 0.0)
 
   return _transform(step_fn, _residual_norm(per_token_loss, loss_constant), max_step_norm,
                     backtrack_steps)
