@@ -4,14 +4,15 @@
   python -m benchmarks.compare --small    # two steps of each optimizer on a tiny model
 """
 
-import json
 import os
+import pathlib
 import subprocess
 import sys
 import tempfile
 import time
 
 from benchmarks import common
+from lmopt import io
 
 SMALL = ["--builtin_stories=60", "--vocab_size=300", "--dim=16", "--depth=1", "--seq_len=16",
          "--batch_size=8", "--steps=2"]
@@ -25,8 +26,8 @@ def main(argv=None):
     subprocess.run([sys.executable, "-m", "launch.compare", *flags], check=True,
                    stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
-    runs = json.load(open(os.path.join(tmp, "run", "results.json")))
-    table = open(os.path.join(tmp, "run", "results.md")).read()
+    runs = io.read_json(os.path.join(tmp, "run", "results.json"))
+    table = pathlib.Path(tmp, "run", "results.md").read_text()
   rows = [{k: r[k] for k in ("optimizer", "train_loss", "valid_loss", "seconds_per_step",
                              "compile_seconds", "diverged", "steps")} for r in runs]
   text = (f"`python -m launch.compare`{' (tiny flags)' if args.small else ''} end to end: "

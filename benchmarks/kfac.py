@@ -53,8 +53,8 @@ def kfac_run(workload, tokens, steps):
   times = []
   for step in range(steps):
     t0 = time.perf_counter()
-    params, state, stats = optimizer.step(params, state, jax.random.fold_in(rng, step),
-                                          batch=(inputs, targets), global_step_int=step)
+    params, state, _ = optimizer.step(params, state, jax.random.fold_in(rng, step),
+                                      batch=(inputs, targets), global_step_int=step)
     jax.block_until_ready(params)
     times.append(time.perf_counter() - t0)
   return float(workload.loss(params, inputs, targets)), float(np.median(times[1:]))
@@ -65,7 +65,6 @@ def lmopt_run(workload, tokens, name, steps, **settings):
   tx = build_optimizer(OptimizerConfig(name=name, **settings), workload,
                        jax.eval_shape(workload.init, jax.random.key(0)))
   state = train.init_state(workload, tx, 0, mesh)
-  times = []
   records = []
   state, _ = train.fit(train.make_train_step(workload, tx), state, lambda i: tokens, mesh,
                        num_steps=steps, on_step=lambda s, r: records.append(r.seconds) and False)
@@ -93,7 +92,7 @@ def main(argv=None):
       row["lm"], row["lm_s"] = lmopt_run(workload, tokens, "levenberg_marquardt", steps)
       try:
         row["kfac"], row["kfac_s"] = kfac_run(workload, tokens, steps)
-      except Exception as e:  # kfac-jax rejects some graphs (or this jax); record why
+      except Exception as e:  # noqa: BLE001 -- any kfac-jax failure is a result to record
         row["kfac"] = f"kfac-jax failed ({type(e).__name__}): " + str(e).splitlines()[0][:100]
       rows.append(row)
   columns = ["model", "loss", "initial", "adamw", "lm", "kfac", "adamw_s", "lm_s", "kfac_s"]

@@ -12,6 +12,7 @@ timings do not compete) and then rebuilds the README from every results file.
 import argparse
 import datetime
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -40,7 +41,7 @@ the time available); JSON with every figure sits beside it in `benchmarks/result
 def run_topic(topic: str, small: bool) -> bool:
   command = [sys.executable, "-m", f"benchmarks.{topic}"] + (["--small"] if small else [])
   print("$", " ".join(command[1:]), flush=True)
-  return subprocess.run(command).returncode == 0
+  return subprocess.run(command, check=False).returncode == 0
 
 
 def write_readme(path: str) -> None:
@@ -48,10 +49,10 @@ def write_readme(path: str) -> None:
   for topic, title in TOPICS.items():
     md = os.path.join(RESULTS, f"{topic}.md")
     if os.path.exists(md):
-      sections.append(f"## {title}\n\n" + open(md).read().strip() + "\n")
+      sections.append(f"## {title}\n\n" + pathlib.Path(md).read_text().strip() + "\n")
   notes = os.path.join(os.path.dirname(__file__), "NOTES.md")
   if os.path.exists(notes):
-    sections.append(open(notes).read().strip() + "\n")
+    sections.append(pathlib.Path(notes).read_text().strip() + "\n")
   with open(path, "w") as f:
     f.write("\n".join(sections))
 

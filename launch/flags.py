@@ -79,14 +79,10 @@ def data_config() -> cfg.DataConfig:
 
 
 def optimizer_config(name: str, **overrides) -> cfg.OptimizerConfig:
-  settings = dict(name=name, learning_rate=FLAGS.learning_rate, weight_decay=FLAGS.weight_decay,
-                  warmup_steps=FLAGS.warmup_steps, schedule=FLAGS.schedule,
-                  total_steps=FLAGS.steps, momentum=FLAGS.momentum, damping=FLAGS.damping,
-                  cg_iters=FLAGS.cg_iters, cg_tol=FLAGS.cg_tol,
-                  loss_constant=FLAGS.loss_constant, max_step_norm=FLAGS.max_step_norm,
-                  params=FLAGS.params, newton_form=FLAGS.newton_form,
-                  backtrack_steps=FLAGS.backtrack_steps, cg_warm_start=FLAGS.cg_warm_start,
-                  preconditioner=FLAGS.preconditioner)
+  fields = ("learning_rate", "weight_decay", "warmup_steps", "schedule", "momentum", "damping",
+            "cg_iters", "cg_tol", "loss_constant", "max_step_norm", "params", "newton_form",
+            "backtrack_steps", "cg_warm_start", "preconditioner")
+  settings = {"name": name, "total_steps": FLAGS.steps, **{f: FLAGS[f].value for f in fields}}
   settings.update(overrides)
   return cfg.OptimizerConfig(**settings).validate()
 

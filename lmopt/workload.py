@@ -33,7 +33,7 @@ from lmopt.models import build_model
 @dataclasses.dataclass(frozen=True)
 class Workload:
   model_config: ModelConfig
-  loss_config: LossConfig = LossConfig()
+  loss_config: LossConfig = dataclasses.field(default_factory=LossConfig)
 
   @property
   def model(self):

@@ -1,11 +1,12 @@
 """launch.compare end to end on a tiny configuration, every registered optimizer."""
 
-import json
 import os
+import pathlib
 
 import pytest
 
 from launch import compare
+from lmopt import io
 from lmopt.optim import OPTIMIZERS
 from tests.launch_util import TINY, assert_one_line_error, run_in_process, snapshot
 
@@ -25,7 +26,7 @@ def all_optimizers(tmp_path_factory):
                                        f"--optimizers={','.join(OPTIMIZERS)}",
                                        f"--target_loss={target}"])
   assert code == 0
-  return workdir, json.load(open(os.path.join(workdir, "results.json"))), target
+  return workdir, io.read_json(os.path.join(workdir, "results.json")), target
 
 
 def test_writes_every_output(all_optimizers):
@@ -33,7 +34,7 @@ def test_writes_every_output(all_optimizers):
   for name in ("results.json", "results.md", "loss_curves.png"):
     assert os.path.getsize(os.path.join(workdir, name)) > 0
   assert [r["optimizer"] for r in runs] == list(OPTIMIZERS)
-  table = open(os.path.join(workdir, "results.md")).read()
+  table = pathlib.Path(workdir, "results.md").read_text()
   assert all(f"| {name} |" in table for name in OPTIMIZERS)
 
 
@@ -67,7 +68,7 @@ def test_a_diverging_run_is_marked_and_the_others_continue(tmp_path):
                                        "--optimizers=sgd,adamw", "--set=sgd.learning_rate=1e3",
                                        "--set=sgd.momentum=0"])
   assert code == 0
-  runs = {r["optimizer"]: r for r in json.load(open(os.path.join(workdir, "results.json")))}
+  runs = {r["optimizer"]: r for r in io.read_json(os.path.join(workdir, "results.json"))}
   assert runs["sgd"]["diverged"] and len(runs["sgd"]["curve"]["step"]) < 7
   assert not runs["adamw"]["diverged"] and runs["adamw"]["steps"] == 6
 
@@ -77,7 +78,7 @@ def test_lr_sweep_keeps_the_best_learning_rate(tmp_path):
   code = run_in_process(compare.main, [*TINY, f"--workdir={workdir}", "--steps=3",
                                        "--optimizers=adamw", "--set=adamw.learning_rate=0.01"])
   assert code == 0
-  (run,) = json.load(open(os.path.join(workdir, "results.json")))
+  (run,) = io.read_json(os.path.join(workdir, "results.json"))
   assert len(run["lr_sweep"]) == len(compare.SWEEP)
   assert run["train_loss"] == min(run["lr_sweep"].values())
   assert run["lr_sweep"][str(run["settings"]["learning_rate"])] == run["train_loss"]

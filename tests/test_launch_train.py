@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 
 import chex
 import jax
@@ -10,6 +11,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from launch import train as train_launcher
+from lmopt import io
 from tests.launch_util import TINY, assert_one_line_error, run_in_process, run_module, snapshot
 
 SUMMARY_KEYS = {"optimizer", "model", "steps", "train_loss", "valid_loss", "initial_loss",
@@ -27,11 +29,11 @@ def test_train_writes_outputs_and_lowers_the_loss(tmp_path):
   code = run_in_process(train_launcher.main, [*TINY, f"--workdir={workdir}", "--steps=30",
                                               "--learning_rate=0.05", "--eval_every=10"])
   assert code == 0
-  summary = json.load(open(os.path.join(workdir, "summary.json")))
+  summary = io.read_json(os.path.join(workdir, "summary.json"))
   assert SUMMARY_KEYS <= set(summary)
   assert summary["steps"] == 30 and not summary["diverged"]
   assert summary["train_loss"] < summary["initial_loss"]
-  lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  lines = [json.loads(l) for l in pathlib.Path(workdir, "metrics.jsonl").read_text().splitlines()]
   assert [l["step"] for l in lines] == list(range(1, 31))
   assert sum("valid_loss" in l for l in lines) == 3
   assert os.path.exists(os.path.join(workdir, "tokenizer.json"))
@@ -44,7 +46,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
   assert run_in_process(train_launcher.main, [*common, f"--workdir={split}", "--steps=3"]) == 0
   assert run_in_process(train_launcher.main, [*common, f"--workdir={split}", "--steps=6"]) == 0
   chex.assert_trees_all_close(_params(straight, 6), _params(split, 6), rtol=1e-6)
-  lines = [json.loads(l)["step"] for l in open(os.path.join(split, "metrics.jsonl"))]
+  lines = [json.loads(l)["step"] for l in pathlib.Path(split, "metrics.jsonl").read_text().splitlines()]
   assert lines == list(range(1, 7))
 
 

@@ -93,7 +93,7 @@ def test_four_devices_match_one():
   """)
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
              JAX_PLATFORMS="cpu")
-  result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+  result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False,
                           timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
   diff = float(result.stdout.split("MAXDIFF")[1])

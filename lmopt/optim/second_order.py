@@ -268,6 +268,13 @@ def _ggn_parts(logits_fn: Callable, output_loss: Callable, output_hvp: Callable)
   return operator, loss_at
 
 
+def _ggn_cg_direction(logits_fn: Callable, output_loss: Callable, output_hvp: Callable,
+                      **cg_options):
+  """`(direction, loss_at)` of CG on the GGN `Jᵀ H_ℓ J` (shared by GN and LM)."""
+  operator, loss_at = _ggn_parts(logits_fn, output_loss, output_hvp)
+  return _cg_direction(operator, **cg_options), loss_at
+
+
 def gauss_newton(logits_fn: Callable, output_loss: Callable, output_hvp: Callable, *,
                  damping: float = 1e-3, cg_iters: int = 20, cg_tol: float = 1e-5,
                  max_step_norm: float = 0.0, linesearch: bool = False, warm_start: float = 0.0,
@@ -280,10 +287,9 @@ def gauss_newton(logits_fn: Callable, output_loss: Callable, output_hvp: Callabl
       (the objective is its mean); output_hvp: `(z, targets, u) -> H_ℓ u` of that mean,
       e.g. `curvature.output_hessian_vp("ce")`.
   """
-  operator, loss_at = _ggn_parts(logits_fn, output_loss, output_hvp)
-  direction = _cg_direction(operator, cg_iters=cg_iters, cg_tol=cg_tol,
-                            preconditioner=preconditioner, precond_samples=precond_samples,
-                            seed=seed)
+  direction, loss_at = _ggn_cg_direction(logits_fn, output_loss, output_hvp, cg_iters=cg_iters,
+                                         cg_tol=cg_tol, preconditioner=preconditioner,
+                                         precond_samples=precond_samples, seed=seed)
   return _transform(direction, loss_at, damping=damping, adaptive=False, linesearch=linesearch,
                     max_step_norm=max_step_norm, warm_start=warm_start)
 
@@ -297,10 +303,9 @@ def levenberg_marquardt(logits_fn: Callable, output_loss: Callable, output_hvp: 
 
   `damping` is the initial λ; other arguments as `gauss_newton`.
   """
-  operator, loss_at = _ggn_parts(logits_fn, output_loss, output_hvp)
-  direction = _cg_direction(operator, cg_iters=cg_iters, cg_tol=cg_tol,
-                            preconditioner=preconditioner, precond_samples=precond_samples,
-                            seed=seed)
+  direction, loss_at = _ggn_cg_direction(logits_fn, output_loss, output_hvp, cg_iters=cg_iters,
+                                         cg_tol=cg_tol, preconditioner=preconditioner,
+                                         precond_samples=precond_samples, seed=seed)
   return _transform(direction, loss_at, damping=damping, adaptive=True, linesearch=False,
                     max_step_norm=max_step_norm, warm_start=warm_start)
 
